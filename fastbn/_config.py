@@ -1,0 +1,27 @@
+"""Tunables, read on the host at call time (never inside jitted code).
+
+Tests may patch these module globals; kernels receive them as arguments, so a
+patched value takes effect on the next call without recompiling.  Chunk sizes
+fix the statistics' partition of the data and therefore the exact rounding:
+they depend only on the shape, never on the thread count.
+"""
+
+#: Elements per statistics chunk along a channel's reduced axis (channel-runs
+#: family).  A chunk of float64 work this size stays in L1/L2 while its moments
+#: are taken in two vectorisable passes.
+CHUNK_ELEMENTS = 4096
+
+#: Target elements per row block for channel-contiguous rows ((N, C) and
+#: channels-last); the block height is ``max(1, ROW_BLOCK_ELEMENTS // C)``.
+ROW_BLOCK_ELEMENTS = 16384
+
+#: A channel's slab (bytes) up to which the training forward/backward read it
+#: once from memory and re-read it from cache (statistics, then normalise).
+SLAB_CACHE_BYTES = 1 << 20
+
+#: Minimum channels per thread for the per-channel (cache-blocked) path; with
+#: fewer channels the reduced axis is split into chunks across threads.
+CHANNELS_PER_THREAD = 4
+
+#: Below this many elements the Cython inference path runs on one thread.
+INFERENCE_PARALLEL_MIN_ELEMENTS = 1 << 16

@@ -1,0 +1,97 @@
+"""Channel-contiguous kernels: ``x2`` is ``(R, C)`` ((N, C) and channels-last).
+
+Inner loops run across the contiguous channels (independent per-channel
+accumulators, so they vectorise without reassociation); threads split the rows
+into blocks of ``rows_per_block`` fixed by the shape, whose partials are folded
+in block order by ``_kernels_common``.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import BOOL, I64, PARTIALS, VEC_IN, arr, kernel, relu
+from ._primitives import input_grad_coefficients, input_grad_value, upstream_grad
+
+
+@kernel(lambda t: (arr(t, 2, True), I64, PARTIALS))
+def rows_partials(x2, rows_per_block, part):
+    """``part[c, j] = (count, mean, m2)`` of row block ``j``."""
+    R, C = x2.shape
+    nblocks = (R + rows_per_block - 1) // rows_per_block
+    for j in prange(nblocks):
+        r0 = j * rows_per_block
+        r1 = min(R, r0 + rows_per_block)
+        total = np.zeros(C)
+        for r in range(r0, r1):
+            for c in range(C):
+                total[c] += x2[r, c]
+        n = float(r1 - r0)
+        mean = total / n
+        m2 = np.zeros(C)
+        for r in range(r0, r1):
+            for c in range(C):
+                d = x2[r, c] - mean[c]
+                m2[c] += d * d
+        for c in range(C):
+            part[c, j, 0] = n
+            part[c, j, 1] = mean[c]
+            part[c, j, 2] = m2[c]
+
+
+@kernel(lambda t: (arr(t, 2, True), I64, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 2, True), BOOL, BOOL,
+                   arr(t, 2)))
+def rows_normalize(x2, rows_per_block, mean, invstd, weight, bias, res2, has_residual, use_relu, y2):
+    """``y = act((x - mean) * invstd * weight + bias [+ residual])`` row block by row block."""
+    R, C = x2.shape
+    nblocks = (R + rows_per_block - 1) // rows_per_block
+    k = invstd * weight
+    for j in prange(nblocks):
+        for r in range(j * rows_per_block, min(R, (j + 1) * rows_per_block)):
+            for c in range(C):
+                v = (x2[r, c] - mean[c]) * k[c] + bias[c]
+                if has_residual:
+                    v += res2[r, c]
+                y2[r, c] = relu(v) if use_relu else v
+
+
+@kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, VEC_IN, VEC_IN, VEC_IN,
+                   VEC_IN, I64, PARTIALS))
+def rows_grad_partials(dy2, x2, y2, rows_per_block, mean, invstd, weight, bias, mask_mode, part):
+    """``part[c, j] = (sum g, sum g * (x - mean))`` of row block ``j``."""
+    R, C = x2.shape
+    nblocks = (R + rows_per_block - 1) // rows_per_block
+    k = invstd * weight
+    for j in prange(nblocks):
+        sg = np.zeros(C)
+        sgx = np.zeros(C)
+        for r in range(j * rows_per_block, min(R, (j + 1) * rows_per_block)):
+            for c in range(C):
+                g = upstream_grad(dy2[r, c], x2[r, c], y2[r, c], mean[c], k[c], bias[c], mask_mode)
+                sg[c] += g
+                sgx[c] += g * (x2[r, c] - mean[c])
+        for c in range(C):
+            part[c, j, 0] = sg[c]
+            part[c, j, 1] = sgx[c]
+
+
+@kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, VEC_IN, VEC_IN, VEC_IN,
+                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 2), arr(t, 2), BOOL))
+def rows_input_grad(dy2, x2, y2, rows_per_block, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx,
+                    count, batch_stats, dx2, dres2, has_dres):
+    """dx row block by row block from the per-channel gradient sums over ``count`` rows."""
+    R, C = x2.shape
+    nblocks = (R + rows_per_block - 1) // rows_per_block
+    k = invstd * weight
+    a = np.empty(C)
+    c1 = np.empty(C)
+    c2 = np.empty(C)
+    for c in range(C):
+        a[c], c1[c], c2[c] = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
+                                                     count, batch_stats)
+    for j in prange(nblocks):
+        for r in range(j * rows_per_block, min(R, (j + 1) * rows_per_block)):
+            for c in range(C):
+                g = upstream_grad(dy2[r, c], x2[r, c], y2[r, c], mean[c], k[c], bias[c], mask_mode)
+                if has_dres:
+                    dres2[r, c] = g
+                dx2[r, c] = input_grad_value(g, x2[r, c], mean[c], a[c], c1[c], c2[c], batch_stats)

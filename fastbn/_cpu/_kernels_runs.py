@@ -1,0 +1,122 @@
+"""Channel-runs kernels: ``x3`` is ``(O, C, I)`` with runs of ``I > 1`` elements.
+
+Two decompositions compute the same chunk partials and fold them in the same
+order, so they give bitwise identical results:
+
+* per channel (``*_fused``): a thread takes a whole channel, folds its chunks,
+  then makes the second pass over the channel's slab while it is in cache;
+* per chunk (``runs_partials`` / ``runs_grad_partials`` then a fold in
+  ``_kernels_common``): for few channels and a large reduced axis.
+"""
+
+from numba import prange
+
+from ._jit import BOOL, F64, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, kernel
+from ._primitives import (chunk_bounds, chunk_grad_sums, chunk_moments, input_grad_coefficients,
+                          input_grad_run, inverse_std, normalize_run, num_chunks)
+
+
+@kernel(lambda t: (arr(t, 3, True), I64, I64, I64, PARTIALS))
+def runs_partials(x3, group, width, nsub, part):
+    """``part[c, j] = (count, mean, m2)`` of chunk ``j`` of channel ``c``."""
+    O, C, I = x3.shape
+    nch = num_chunks(O, group, nsub)
+    for t in prange(C * nch):
+        c = t // nch
+        j = t - c * nch
+        o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
+        n, m, m2 = chunk_moments(x3, c, o0, o1, i0, i1)
+        part[c, j, 0] = n
+        part[c, j, 1] = m
+        part[c, j, 2] = m2
+
+
+@kernel(lambda t: (arr(t, 3, True), VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 3, True), BOOL, BOOL,
+                   arr(t, 3)))
+def runs_normalize(x3, mean, invstd, weight, bias, res3, has_residual, use_relu, y3):
+    """``y = act((x - mean) * invstd * weight + bias [+ residual])`` for every run."""
+    O, C, I = x3.shape
+    for t in prange(O * C):
+        o = t // C
+        c = t - o * C
+        normalize_run(x3, o, c, mean[c], invstd[c] * weight[c], bias[c], res3, has_residual,
+                      use_relu, y3)
+
+
+@kernel(lambda t: (arr(t, 3, True), I64, I64, I64, VEC_IN, VEC_IN, F64, arr(t, 3, True), BOOL, BOOL,
+                   arr(t, 3), VEC, VEC, VEC))
+def runs_train_fused(x3, group, width, nsub, weight, bias, eps, res3, has_residual, use_relu, y3,
+                     mean_out, invstd_out, m2_out):
+    """Training forward, one channel per thread: statistics, then normalise the cached slab."""
+    O, C, I = x3.shape
+    nch = num_chunks(O, group, nsub)
+    for c in prange(C):
+        n = m = m2 = 0.0
+        for j in range(nch):
+            o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
+            nb, mb, m2b = chunk_moments(x3, c, o0, o1, i0, i1)
+            n, m, m2 = chan_merge(n, m, m2, nb, mb, m2b)
+        invstd = inverse_std(m2 / n, eps)
+        k = invstd * weight[c]
+        for o in range(O):
+            normalize_run(x3, o, c, m, k, bias[c], res3, has_residual, use_relu, y3)
+        mean_out[c] = m
+        invstd_out[c] = invstd
+        m2_out[c] = m2
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), I64, I64, I64, VEC_IN, VEC_IN,
+                   VEC_IN, VEC_IN, I64, PARTIALS))
+def runs_grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, mask_mode, part):
+    """``part[c, j] = (sum g, sum g * (x - mean))`` of chunk ``j`` of channel ``c``."""
+    O, C, I = x3.shape
+    nch = num_chunks(O, group, nsub)
+    for t in prange(C * nch):
+        c = t // nch
+        j = t - c * nch
+        o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
+        sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], invstd[c] * weight[c],
+                                  bias[c], mask_mode)
+        part[c, j, 0] = sg
+        part[c, j, 1] = sgx
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), VEC_IN, VEC_IN, VEC_IN,
+                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), arr(t, 3), BOOL))
+def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
+                    batch_stats, dx3, dres3, has_dres):
+    """dx for every run from the per-channel gradient sums over ``count`` elements per channel."""
+    O, C, I = x3.shape
+    for t in prange(O * C):
+        o = t // C
+        c = t - o * C
+        a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
+                                            batch_stats)
+        input_grad_run(dy3, x3, y3, o, c, mean[c], invstd[c] * weight[c], bias[c], mask_mode, a, c1,
+                       c2, batch_stats, dx3, dres3, has_dres)
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), I64, I64, I64, VEC_IN, VEC_IN,
+                   VEC_IN, VEC_IN, I64, BOOL, arr(t, 3), arr(t, 3), BOOL, VEC, VEC))
+def runs_backward_fused(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, mask_mode,
+                        batch_stats, dx3, dres3, has_dres, sum_g_out, sum_gx_out):
+    """Backward, one channel per thread: gradient sums, then dx from the cached slab."""
+    O, C, I = x3.shape
+    nch = num_chunks(O, group, nsub)
+    count = float(O * I)
+    for c in prange(C):
+        k = invstd[c] * weight[c]
+        sg = 0.0
+        sgx = 0.0
+        for j in range(nch):
+            o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
+            a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], k, bias[c],
+                                        mask_mode)
+            sg += a_g
+            sgx += a_gx
+        a, c1, c2 = input_grad_coefficients(sg, sgx, invstd[c], weight[c], count, batch_stats)
+        for o in range(O):
+            input_grad_run(dy3, x3, y3, o, c, mean[c], k, bias[c], mask_mode, a, c1, c2,
+                           batch_stats, dx3, dres3, has_dres)
+        sum_g_out[c] = sg
+        sum_gx_out[c] = sgx

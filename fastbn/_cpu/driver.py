@@ -1,0 +1,160 @@
+"""Host driver of the Numba CPU backend: allocate, pick the decomposition, launch.
+
+Every function takes canonical C-contiguous views (``x3`` of shape
+``(O, C, I)``) and float64 per-channel vectors, already validated by the public
+layer.  ``I == 1`` goes to the channel-contiguous row kernels.  Which
+decomposition runs may depend on the thread count; the result never does,
+because every path folds the same chunk partials in the same order.
+"""
+
+import numba
+import numpy as np
+
+from .. import _config, _threads
+from . import _kernels_common as common
+from . import _kernels_rows as rows
+from . import _kernels_runs as runs
+
+#: How backward finds the ReLU mask: none, recomputed from x, or from the saved output.
+MASK_NONE, MASK_RECOMPUTE, MASK_FROM_OUTPUT = 0, 1, 2
+
+
+def _launch_threads():
+    numba.set_num_threads(_threads.get_num_threads())
+    return numba.get_num_threads()
+
+
+def _chunking(O, I):
+    """``(group, width, nsub)``: the fixed chunk partition of one channel (see ``_primitives``)."""
+    chunk = _config.CHUNK_ELEMENTS
+    if I >= chunk:
+        return 1, chunk, -(-I // chunk)
+    return max(1, chunk // I), I, 1
+
+
+def _rows_per_block(C):
+    return max(1, _config.ROW_BLOCK_ELEMENTS // C)
+
+
+def _per_channel(C, nthreads):
+    """Whether one-channel-per-thread keeps every thread busy."""
+    return C >= nthreads and (C % nthreads == 0 or C >= _config.CHANNELS_PER_THREAD * nthreads)
+
+
+def _rows(a3):
+    return a3.reshape(a3.shape[0], a3.shape[1])
+
+
+def _moment_partials(x3):
+    O, C, I = x3.shape
+    if I == 1:
+        rb = _rows_per_block(C)
+        part = np.empty((C, -(-O // rb), 3))
+        rows.rows_partials(_rows(x3), rb, part)
+    else:
+        group, width, nsub = _chunking(O, I)
+        part = np.empty((C, -(-O // group) * nsub, 3))
+        runs.runs_partials(x3, group, width, nsub, part)
+    return part
+
+
+def moments(x3):
+    """Per-channel ``(count, mean, m2)`` over axes 0 and 2 of ``x3``, float64."""
+    _launch_threads()
+    C = x3.shape[1]
+    part = _moment_partials(x3)
+    count, mean, m2 = np.empty(C), np.empty(C), np.empty(C)
+    common.merge_moments(part, count, mean, m2)
+    return count, mean, m2
+
+
+def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
+    """``y3 = act((x3 - mean) * invstd * weight + bias [+ res3])``."""
+    _launch_threads()
+    has_res = res3 is not None
+    res3 = res3 if has_res else x3
+    if x3.shape[2] == 1:
+        rows.rows_normalize(_rows(x3), _rows_per_block(x3.shape[1]), mean, invstd, weight, bias,
+                            _rows(res3), has_res, use_relu, _rows(y3))
+    else:
+        runs.runs_normalize(x3, mean, invstd, weight, bias, res3, has_res, use_relu, y3)
+
+
+def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
+    """Batch statistics and the normalised output; returns ``(mean, invstd, m2)``."""
+    nthreads = _launch_threads()
+    O, C, I = x3.shape
+    if I > 1 and _per_channel(C, nthreads):
+        group, width, nsub = _chunking(O, I)
+        mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
+        has_res = res3 is not None
+        runs.runs_train_fused(x3, group, width, nsub, weight, bias, float(eps),
+                              res3 if has_res else x3, has_res, use_relu, y3, mean, invstd, m2)
+        return mean, invstd, m2
+    _, mean, m2 = moments(x3)
+    invstd = 1.0 / np.sqrt(m2 / (O * I) + eps)
+    normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3)
+    return mean, invstd, m2
+
+
+def _grad_setup(x3, y3, mask_mode, dx3, dres3):
+    """Stand-ins for the optional arrays (the kernels never read or write them then)."""
+    y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
+    has_dres = dres3 is not None
+    return y3, has_dres, (dres3 if has_dres else dx3)
+
+
+def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
+    """Per-channel ``(sum g, sum g * (x - mean))``, g = dy through the activation."""
+    _launch_threads()
+    O, C, I = x3.shape
+    y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
+    sum_g, sum_gx = np.empty(C), np.empty(C)
+    if I == 1:
+        rb = _rows_per_block(C)
+        part = np.empty((C, -(-O // rb), 2))
+        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), rb, mean, invstd, weight, bias,
+                                mask_mode, part)
+    else:
+        group, width, nsub = _chunking(O, I)
+        part = np.empty((C, -(-O // group) * nsub, 2))
+        runs.runs_grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias,
+                                mask_mode, part)
+    common.sum_grad_partials(part, sum_g, sum_gx)
+    return sum_g, sum_gx
+
+
+def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
+               batch_stats, dx3, dres3):
+    """dx from gradient sums taken over ``count`` elements per channel (all ranks' for sync BN)."""
+    _launch_threads()
+    O, C, I = x3.shape
+    y3, has_dres, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
+    if I == 1:
+        rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), _rows_per_block(C), mean, invstd,
+                             weight, bias, mask_mode, sum_g, sum_gx, float(count), batch_stats,
+                             _rows(dx3), _rows(dres3), has_dres)
+    else:
+        runs.runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx,
+                             float(count), batch_stats, dx3, dres3, has_dres)
+
+
+def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx3, dres3):
+    """dx (and the activation-masked dy into ``dres3`` if given); returns ``(sum_g, sum_g_xc)``.
+
+    ``y3`` is the saved forward output, read only for ``MASK_FROM_OUTPUT``.
+    Many channels: one pass per channel slab with the second pass from cache.
+    """
+    nthreads = _launch_threads()
+    O, C, I = x3.shape
+    if I > 1 and _per_channel(C, nthreads):
+        group, width, nsub = _chunking(O, I)
+        y3, has_dres, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
+        sum_g, sum_gx = np.empty(C), np.empty(C)
+        runs.runs_backward_fused(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias,
+                                 mask_mode, batch_stats, dx3, dres3, has_dres, sum_g, sum_gx)
+        return sum_g, sum_gx
+    sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
+    input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,
+               batch_stats, dx3, dres3)
+    return sum_g, sum_gx

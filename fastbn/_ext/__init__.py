@@ -1,0 +1,1 @@
+"""Ahead-of-time compiled (Cython) kernels: the eval-mode forward path."""

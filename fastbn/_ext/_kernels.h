@@ -1,0 +1,81 @@
+/* Inner loops of the eval-mode forward, with run-time SIMD dispatch.
+ *
+ * The arithmetic is the eval contract (see _inference.pyx), in double:
+ *     v = (x - m) * k + b  [+ r]  [relu: v < 0 ? 0 : v]  ->  (T) v
+ * The loops are plain C so that GCC/Clang can clone them per instruction set
+ * (target_clones: an AVX2 copy chosen at load time on CPUs that have it, the
+ * baseline otherwise).  This is not -march=native: the build runs anywhere,
+ * and every clone rounds identically (no FMA: built with -ffp-contract=off;
+ * float<->double conversions and + - * are exact-rounded in every ISA).
+ * Without glibc ifunc support (macOS, Windows, musl, non-x86) the baseline
+ * loop is compiled alone.
+ */
+#ifndef FASTBN_KERNELS_H
+#define FASTBN_KERNELS_H
+
+#include <stddef.h>
+#include <stdlib.h> /* defines __GLIBC__ where glibc is the libc */
+
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define FASTBN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef FASTBN_CLONES
+#define FASTBN_CLONES
+#endif
+
+/* One channel's run of n elements: scalar m, k, b. */
+#define FASTBN_RUN(NAME, T)                                                   \
+FASTBN_CLONES static void NAME(const T *x, const T *r, T *y, ptrdiff_t n,     \
+                               double m, double k, double b, int relu)        \
+{                                                                             \
+    ptrdiff_t i;                                                              \
+    double v;                                                                 \
+    if (!r && !relu)                                                          \
+        for (i = 0; i < n; i++) y[i] = (T)((x[i] - m) * k + b);               \
+    else if (!r)                                                              \
+        for (i = 0; i < n; i++) {                                             \
+            v = (x[i] - m) * k + b;                                           \
+            y[i] = (T)(v < 0.0 ? 0.0 : v);                                    \
+        }                                                                     \
+    else if (!relu)                                                           \
+        for (i = 0; i < n; i++) y[i] = (T)((x[i] - m) * k + b + r[i]);        \
+    else                                                                      \
+        for (i = 0; i < n; i++) {                                             \
+            v = (x[i] - m) * k + b + r[i];                                    \
+            y[i] = (T)(v < 0.0 ? 0.0 : v);                                    \
+        }                                                                     \
+}
+
+/* n consecutive channels of one row: per-channel m, k, b. */
+#define FASTBN_ROW(NAME, T)                                                   \
+FASTBN_CLONES static void NAME(const T *x, const T *r, T *y, ptrdiff_t n,     \
+                               const double *m, const double *k,              \
+                               const double *b, int relu)                     \
+{                                                                             \
+    ptrdiff_t c;                                                              \
+    double v;                                                                 \
+    if (!r && !relu)                                                          \
+        for (c = 0; c < n; c++) y[c] = (T)((x[c] - m[c]) * k[c] + b[c]);      \
+    else if (!r)                                                              \
+        for (c = 0; c < n; c++) {                                             \
+            v = (x[c] - m[c]) * k[c] + b[c];                                  \
+            y[c] = (T)(v < 0.0 ? 0.0 : v);                                    \
+        }                                                                     \
+    else if (!relu)                                                           \
+        for (c = 0; c < n; c++)                                               \
+            y[c] = (T)((x[c] - m[c]) * k[c] + b[c] + r[c]);                   \
+    else                                                                      \
+        for (c = 0; c < n; c++) {                                             \
+            v = (x[c] - m[c]) * k[c] + b[c] + r[c];                           \
+            y[c] = (T)(v < 0.0 ? 0.0 : v);                                    \
+        }                                                                     \
+}
+
+FASTBN_RUN(fastbn_run_f32, float)
+FASTBN_RUN(fastbn_run_f64, double)
+FASTBN_ROW(fastbn_row_f32, float)
+FASTBN_ROW(fastbn_row_f64, double)
+
+#endif /* FASTBN_KERNELS_H */
