@@ -9,7 +9,7 @@ in block order by ``_kernels_common``.
 import numpy as np
 from numba import prange
 
-from ._jit import BOOL, I64, PARTIALS, VEC_IN, arr, kernel, relu
+from ._jit import BOOL, F64, I64, PARTIALS, VEC_IN, arr, kernel, relu
 from ._primitives import input_grad_coefficients, input_grad_value, upstream_grad
 
 
