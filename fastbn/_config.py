@@ -11,9 +11,13 @@ they depend only on the shape, never on the thread count.
 #: are taken in two vectorisable passes.
 CHUNK_ELEMENTS = 4096
 
+#: Independent float64 accumulators per sum (a power of two): the inner loops
+#: run across them, so they vectorise; part of the fixed rounding order.
+SUM_LANES = 64
+
 #: Target elements per row block for channel-contiguous rows ((N, C) and
 #: channels-last); the block height is ``max(1, ROW_BLOCK_ELEMENTS // C)``.
-ROW_BLOCK_ELEMENTS = 16384
+ROW_BLOCK_ELEMENTS = 1 << 18
 
 #: A channel's slab (bytes) up to which the training forward/backward read it
 #: once from memory and re-read it from cache (statistics, then normalise).

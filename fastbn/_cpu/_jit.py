@@ -17,6 +17,7 @@ BOOL = types.boolean
 VEC = types.Array(F64, 1, "C")
 VEC_IN = types.Array(F64, 1, "C", readonly=True)
 PARTIALS = types.Array(F64, 3, "C")
+GEOM = types.Array(I64, 1, "C", readonly=True)
 PARTIALS_IN = types.Array(F64, 3, "C", readonly=True)
 FLOATS = (types.float32, types.float64)
 

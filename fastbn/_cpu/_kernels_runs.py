@@ -1,5 +1,8 @@
 """Channel-runs kernels: ``x3`` is ``(O, C, I)`` with runs of ``I > 1`` elements.
 
+``geom`` is the chunk geometry ``(group, width, nsub, lanes)`` from the driver
+(see ``_primitives``); it is an array so that ``lanes`` stays a runtime value.
+
 Two decompositions compute the same chunk partials and fold them in the same
 order, so they give bitwise identical results:
 
@@ -11,21 +14,22 @@ order, so they give bitwise identical results:
 
 from numba import prange
 
-from ._jit import BOOL, F64, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, kernel
+from ._jit import BOOL, F64, GEOM, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, kernel
 from ._primitives import (chunk_bounds, chunk_grad_sums, chunk_moments, input_grad_coefficients,
                           input_grad_run, inverse_std, normalize_run, num_chunks)
 
 
-@kernel(lambda t: (arr(t, 3, True), I64, I64, I64, PARTIALS))
-def runs_partials(x3, group, width, nsub, part):
+@kernel(lambda t: (arr(t, 3, True), GEOM, PARTIALS))
+def runs_partials(x3, geom, part):
     """``part[c, j] = (count, mean, m2)`` of chunk ``j`` of channel ``c``."""
     O, C, I = x3.shape
+    group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     nch = num_chunks(O, group, nsub)
     for t in prange(C * nch):
         c = t // nch
         j = t - c * nch
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-        n, m, m2 = chunk_moments(x3, c, o0, o1, i0, i1)
+        n, m, m2 = chunk_moments(x3, c, o0, o1, i0, i1, lanes)
         part[c, j, 0] = n
         part[c, j, 1] = m
         part[c, j, 2] = m2
@@ -43,18 +47,19 @@ def runs_normalize(x3, mean, invstd, weight, bias, res3, has_residual, use_relu,
                       use_relu, y3)
 
 
-@kernel(lambda t: (arr(t, 3, True), I64, I64, I64, VEC_IN, VEC_IN, F64, arr(t, 3, True), BOOL, BOOL,
+@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, arr(t, 3, True), BOOL, BOOL,
                    arr(t, 3), VEC, VEC, VEC))
-def runs_train_fused(x3, group, width, nsub, weight, bias, eps, res3, has_residual, use_relu, y3,
-                     mean_out, invstd_out, m2_out):
+def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, y3, mean_out,
+                     invstd_out, m2_out):
     """Training forward, one channel per thread: statistics, then normalise the cached slab."""
     O, C, I = x3.shape
+    group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     nch = num_chunks(O, group, nsub)
     for c in prange(C):
         n = m = m2 = 0.0
         for j in range(nch):
             o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-            nb, mb, m2b = chunk_moments(x3, c, o0, o1, i0, i1)
+            nb, mb, m2b = chunk_moments(x3, c, o0, o1, i0, i1, lanes)
             n, m, m2 = chan_merge(n, m, m2, nb, mb, m2b)
         invstd = inverse_std(m2 / n, eps)
         k = invstd * weight[c]
@@ -65,26 +70,27 @@ def runs_train_fused(x3, group, width, nsub, weight, bias, eps, res3, has_residu
         m2_out[c] = m2
 
 
-@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), I64, I64, I64, VEC_IN, VEC_IN,
-                   VEC_IN, VEC_IN, I64, PARTIALS))
-def runs_grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, mask_mode, part):
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN,
+                   VEC_IN, I64, PARTIALS))
+def runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, part):
     """``part[c, j] = (sum g, sum g * (x - mean))`` of chunk ``j`` of channel ``c``."""
     O, C, I = x3.shape
+    group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     nch = num_chunks(O, group, nsub)
     for t in prange(C * nch):
         c = t // nch
         j = t - c * nch
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
         sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], invstd[c] * weight[c],
-                                  bias[c], mask_mode)
+                                  bias[c], mask_mode, lanes)
         part[c, j, 0] = sg
         part[c, j, 1] = sgx
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), VEC_IN, VEC_IN, VEC_IN,
-                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), arr(t, 3), BOOL))
+                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), arr(t, 3)))
 def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
-                    batch_stats, dx3, dres3, has_dres):
+                    batch_stats, dx3, dres3):
     """dx for every run from the per-channel gradient sums over ``count`` elements per channel."""
     O, C, I = x3.shape
     for t in prange(O * C):
@@ -93,15 +99,16 @@ def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, s
         a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
                                             batch_stats)
         input_grad_run(dy3, x3, y3, o, c, mean[c], invstd[c] * weight[c], bias[c], mask_mode, a, c1,
-                       c2, batch_stats, dx3, dres3, has_dres)
+                       c2, batch_stats, dx3, dres3)
 
 
-@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), I64, I64, I64, VEC_IN, VEC_IN,
-                   VEC_IN, VEC_IN, I64, BOOL, arr(t, 3), arr(t, 3), BOOL, VEC, VEC))
-def runs_backward_fused(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, mask_mode,
-                        batch_stats, dx3, dres3, has_dres, sum_g_out, sum_gx_out):
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN,
+                   VEC_IN, I64, BOOL, arr(t, 3), arr(t, 3), VEC, VEC))
+def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, batch_stats, dx3,
+                        dres3, sum_g_out, sum_gx_out):
     """Backward, one channel per thread: gradient sums, then dx from the cached slab."""
     O, C, I = x3.shape
+    group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     nch = num_chunks(O, group, nsub)
     count = float(O * I)
     for c in prange(C):
@@ -111,12 +118,12 @@ def runs_backward_fused(dy3, x3, y3, group, width, nsub, mean, invstd, weight, b
         for j in range(nch):
             o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
             a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], k, bias[c],
-                                        mask_mode)
+                                        mask_mode, lanes)
             sg += a_g
             sgx += a_gx
         a, c1, c2 = input_grad_coefficients(sg, sgx, invstd[c], weight[c], count, batch_stats)
         for o in range(O):
             input_grad_run(dy3, x3, y3, o, c, mean[c], k, bias[c], mask_mode, a, c1, c2,
-                           batch_stats, dx3, dres3, has_dres)
+                           batch_stats, dx3, dres3)
         sum_g_out[c] = sg
         sum_gx_out[c] = sgx

@@ -2,15 +2,28 @@
 
 A channel's reduced elements are split into chunks fixed by the shape alone:
 either ``group`` whole runs ``x3[o0:o1, c, :]`` (short runs) or one run cut into
-``nsub`` pieces of ``width`` elements (long runs).  Sums inside a chunk use
-eight independent accumulators, which keeps the loop free of a serial
-dependency so LLVM emits packed SIMD without reassociating (no fast-math), and
-fixes the rounding for every thread count.
+``nsub`` pieces of ``width`` elements (long runs).
+
+Sums inside a chunk keep ``lanes`` independent float64 accumulators: each run
+is viewed as ``(n, lanes)`` blocks and the inner loop runs across the lanes, so
+LLVM's loop vectoriser emits packed SIMD without reassociating anything (no
+fast-math), and the lanes are folded by a fixed pairwise tree.  ``lanes`` is a
+runtime argument on purpose: a constant would be fully unrolled first and then
+not vectorised.  The rounding is therefore fixed by the shape and ``lanes``,
+never by the thread count.
+
+Loops whose body depends on a mode (ReLU mask source, batch or frozen
+statistics) are written once and called with literal modes, so each inlined
+copy is specialised and vectorised.
 """
+
+import numpy as np
 
 from ._jit import device, inverse_std, relu  # noqa: F401 (inverse_std is re-exported)
 
-LANES = 8
+#: How backward finds the ReLU mask: none, recomputed from x, from the saved
+#: output, or from the saved output while also storing g (the residual's grad).
+MASK_NONE, MASK_RECOMPUTE, MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE = 0, 1, 2, 3
 
 
 @device
@@ -29,70 +42,51 @@ def chunk_bounds(j, O, I, group, width, nsub):
 
 
 @device
-def segment_sum(x3, o, c, i0, i1):
-    """Sum of ``x3[o, c, i0:i1]`` in float64."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    i = i0
-    while i + LANES <= i1:
-        a0 += x3[o, c, i]
-        a1 += x3[o, c, i + 1]
-        a2 += x3[o, c, i + 2]
-        a3 += x3[o, c, i + 3]
-        a4 += x3[o, c, i + 4]
-        a5 += x3[o, c, i + 5]
-        a6 += x3[o, c, i + 6]
-        a7 += x3[o, c, i + 7]
-        i += LANES
-    tail = 0.0
-    while i < i1:
-        tail += x3[o, c, i]
-        i += 1
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + tail
+def fold_lanes(acc):
+    """Sum the lane accumulators by a fixed pairwise tree (``len(acc)`` a power of two)."""
+    w = acc.shape[0]
+    while w > 1:
+        w //= 2
+        for k in range(w):
+            acc[k] += acc[k + w]
+    return acc[0]
 
 
 @device
-def segment_squared_deviation(x3, o, c, i0, i1, mean):
-    """Sum of ``(x3[o, c, i0:i1] - mean)**2`` in float64."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    i = i0
-    while i + LANES <= i1:
-        d0 = x3[o, c, i] - mean
-        d1 = x3[o, c, i + 1] - mean
-        d2 = x3[o, c, i + 2] - mean
-        d3 = x3[o, c, i + 3] - mean
-        d4 = x3[o, c, i + 4] - mean
-        d5 = x3[o, c, i + 5] - mean
-        d6 = x3[o, c, i + 6] - mean
-        d7 = x3[o, c, i + 7] - mean
-        a0 += d0 * d0
-        a1 += d1 * d1
-        a2 += d2 * d2
-        a3 += d3 * d3
-        a4 += d4 * d4
-        a5 += d5 * d5
-        a6 += d6 * d6
-        a7 += d7 * d7
-        i += LANES
-    tail = 0.0
-    while i < i1:
-        d = x3[o, c, i] - mean
-        tail += d * d
-        i += 1
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + tail
+def lane_blocks(seg, lanes):
+    """``seg`` split into full ``(n, lanes)`` blocks and the index where the tail starts."""
+    n = seg.shape[0] // lanes
+    return seg[:n * lanes].reshape((n, lanes)), n * lanes
 
 
 @device
-def chunk_moments(x3, c, o0, o1, i0, i1):
+def chunk_moments(x3, c, o0, o1, i0, i1, lanes):
     """``(count, mean, m2)`` of a chunk: a sum pass, then a deviation pass over cached data."""
-    s = 0.0
+    acc = np.zeros(lanes)
+    tail = 0.0
     for o in range(o0, o1):
-        s += segment_sum(x3, o, c, i0, i1)
+        seg = x3[o, c, i0:i1]
+        blocks, start = lane_blocks(seg, lanes)
+        for t in range(blocks.shape[0]):
+            for k in range(lanes):
+                acc[k] += blocks[t, k]
+        for i in range(start, seg.shape[0]):
+            tail += seg[i]
     n = float((o1 - o0) * (i1 - i0))
-    mean = s / n
-    m2 = 0.0
+    mean = (fold_lanes(acc) + tail) / n
+    acc[:] = 0.0
+    tail = 0.0
     for o in range(o0, o1):
-        m2 += segment_squared_deviation(x3, o, c, i0, i1, mean)
-    return n, mean, m2
+        seg = x3[o, c, i0:i1]
+        blocks, start = lane_blocks(seg, lanes)
+        for t in range(blocks.shape[0]):
+            for k in range(lanes):
+                d = blocks[t, k] - mean
+                acc[k] += d * d
+        for i in range(start, seg.shape[0]):
+            d = seg[i] - mean
+            tail += d * d
+    return n, mean, fold_lanes(acc) + tail
 
 
 @device
@@ -111,45 +105,52 @@ def normalize_run(x3, o, c, mean, k, shift, res3, has_residual, use_relu, y3):
 
 @device
 def upstream_grad(dy, x, y, mean, k, shift, mask_mode):
-    """dy through the activation: ``mask_mode`` 0 none, 1 ReLU recomputed from x, 2 ReLU from saved y."""
-    if mask_mode == 1:
+    """dy through the activation: the ReLU mask recomputed from x, or from the saved y."""
+    if mask_mode == MASK_RECOMPUTE:
         return dy if (x - mean) * k + shift > 0.0 else 0.0
-    if mask_mode == 2:
+    if mask_mode >= MASK_FROM_OUTPUT:
         return dy if y > 0.0 else 0.0
     return dy
 
 
 @device
-def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, k, shift, mask_mode):
+def _grad_sums_run(dy, x, y, mean, k, shift, mask_mode, lanes, acc_g, acc_h):
+    """Add one run's ``g`` and ``g * (x - mean)`` into the lane accumulators; returns the tails."""
+    bdy, start = lane_blocks(dy, lanes)
+    bx, _ = lane_blocks(x, lanes)
+    by, _ = lane_blocks(y, lanes)
+    for t in range(bdy.shape[0]):
+        for j in range(lanes):
+            g = upstream_grad(bdy[t, j], bx[t, j], by[t, j], mean, k, shift, mask_mode)
+            acc_g[j] += g
+            acc_h[j] += g * (bx[t, j] - mean)
+    tail_g = 0.0
+    tail_h = 0.0
+    for i in range(start, dy.shape[0]):
+        g = upstream_grad(dy[i], x[i], y[i], mean, k, shift, mask_mode)
+        tail_g += g
+        tail_h += g * (x[i] - mean)
+    return tail_g, tail_h
+
+
+@device
+def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, k, shift, mask_mode, lanes):
     """``(sum g, sum g * (x - mean))`` over a chunk, g the upstream gradient."""
-    sg = 0.0
-    sgx = 0.0
+    acc_g = np.zeros(lanes)
+    acc_h = np.zeros(lanes)
+    tail_g = 0.0
+    tail_h = 0.0
     for o in range(o0, o1):
-        g0 = g1 = g2 = g3 = 0.0
-        h0 = h1 = h2 = h3 = 0.0
-        i = i0
-        while i + 4 <= i1:
-            e0 = upstream_grad(dy3[o, c, i], x3[o, c, i], y3[o, c, i], mean, k, shift, mask_mode)
-            e1 = upstream_grad(dy3[o, c, i + 1], x3[o, c, i + 1], y3[o, c, i + 1], mean, k, shift, mask_mode)
-            e2 = upstream_grad(dy3[o, c, i + 2], x3[o, c, i + 2], y3[o, c, i + 2], mean, k, shift, mask_mode)
-            e3 = upstream_grad(dy3[o, c, i + 3], x3[o, c, i + 3], y3[o, c, i + 3], mean, k, shift, mask_mode)
-            g0 += e0
-            g1 += e1
-            g2 += e2
-            g3 += e3
-            h0 += e0 * (x3[o, c, i] - mean)
-            h1 += e1 * (x3[o, c, i + 1] - mean)
-            h2 += e2 * (x3[o, c, i + 2] - mean)
-            h3 += e3 * (x3[o, c, i + 3] - mean)
-            i += 4
-        while i < i1:
-            e = upstream_grad(dy3[o, c, i], x3[o, c, i], y3[o, c, i], mean, k, shift, mask_mode)
-            g0 += e
-            h0 += e * (x3[o, c, i] - mean)
-            i += 1
-        sg += (g0 + g1) + (g2 + g3)
-        sgx += (h0 + h1) + (h2 + h3)
-    return sg, sgx
+        dy, x, y = dy3[o, c, i0:i1], x3[o, c, i0:i1], y3[o, c, i0:i1]
+        if mask_mode == MASK_RECOMPUTE:
+            a, b = _grad_sums_run(dy, x, y, mean, k, shift, MASK_RECOMPUTE, lanes, acc_g, acc_h)
+        elif mask_mode >= MASK_FROM_OUTPUT:
+            a, b = _grad_sums_run(dy, x, y, mean, k, shift, MASK_FROM_OUTPUT, lanes, acc_g, acc_h)
+        else:
+            a, b = _grad_sums_run(dy, x, y, mean, k, shift, MASK_NONE, lanes, acc_g, acc_h)
+        tail_g += a
+        tail_h += b
+    return fold_lanes(acc_g) + tail_g, fold_lanes(acc_h) + tail_h
 
 
 @device
@@ -167,21 +168,33 @@ def input_grad_coefficients(sg, sgx, invstd, weight, count, batch_stats):
 
 @device
 def input_grad_value(g, x, mean, a, c1, c2, batch_stats):
-    """One element of dx (frozen statistics never read x, so inf input stays finite)."""
-    if batch_stats:
-        return a * (g - c1 - (x - mean) * c2)
-    return a * g
+    """One element of dx; with frozen statistics x is not used (inf input stays finite)."""
+    xc = (x - mean) if batch_stats else 0.0
+    return a * (g - c1 - xc * c2)
 
 
 @device
-def input_grad_run(dy3, x3, y3, o, c, mean, k, shift, mask_mode, a, c1, c2, batch_stats,
-                   dx3, dres3, has_dres):
-    """dx (and the residual's gradient g) over one run."""
-    I = x3.shape[2]
-    for i in range(I):
-        g = upstream_grad(dy3[o, c, i], x3[o, c, i], y3[o, c, i], mean, k, shift, mask_mode)
-        if has_dres:
-            dres3[o, c, i] = g
-        dx3[o, c, i] = input_grad_value(g, x3[o, c, i], mean, a, c1, c2, batch_stats)
+def _input_grad_loop(dy, x, y, mean, k, shift, mask_mode, a, c1, c2, batch_stats, dx, dres):
+    """dx over one run, and g into ``dres`` in ``MASK_FROM_OUTPUT_STORE`` mode."""
+    for i in range(x.shape[0]):
+        g = upstream_grad(dy[i], x[i], y[i], mean, k, shift, mask_mode)
+        if mask_mode == MASK_FROM_OUTPUT_STORE:
+            dres[i] = g
+        dx[i] = input_grad_value(g, x[i], mean, a, c1, c2, batch_stats)
 
 
+@device
+def input_grad_run(dy3, x3, y3, o, c, mean, k, shift, mask_mode, a, c1, c2, batch_stats, dx3,
+                   dres3):
+    """dx (and g into ``dres3``) over one run, dispatched to a loop specialised by mode."""
+    dy, x, y, dx, dres = dy3[o, c], x3[o, c], y3[o, c], dx3[o, c], dres3[o, c]
+    if mask_mode == MASK_RECOMPUTE:
+        _input_grad_loop(dy, x, y, mean, k, shift, MASK_RECOMPUTE, a, c1, c2, batch_stats, dx, dres)
+    elif mask_mode == MASK_FROM_OUTPUT:
+        _input_grad_loop(dy, x, y, mean, k, shift, MASK_FROM_OUTPUT, a, c1, c2, batch_stats, dx,
+                         dres)
+    elif mask_mode == MASK_FROM_OUTPUT_STORE:
+        _input_grad_loop(dy, x, y, mean, k, shift, MASK_FROM_OUTPUT_STORE, a, c1, c2, batch_stats,
+                         dx, dres)
+    else:
+        _input_grad_loop(dy, x, y, mean, k, shift, MASK_NONE, a, c1, c2, batch_stats, dx, dres)

@@ -15,8 +15,8 @@ from . import _kernels_common as common
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
 
-#: How backward finds the ReLU mask: none, recomputed from x, or from the saved output.
-MASK_NONE, MASK_RECOMPUTE, MASK_FROM_OUTPUT = 0, 1, 2
+from ._primitives import (MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,  # noqa: F401
+                          MASK_RECOMPUTE)
 
 
 def _launch_threads():
@@ -25,11 +25,17 @@ def _launch_threads():
 
 
 def _chunking(O, I):
-    """``(group, width, nsub)``: the fixed chunk partition of one channel (see ``_primitives``)."""
+    """``(group, width, nsub, lanes)``: the fixed chunk partition of a channel (see ``_primitives``)."""
     chunk = _config.CHUNK_ELEMENTS
     if I >= chunk:
-        return 1, chunk, -(-I // chunk)
-    return max(1, chunk // I), I, 1
+        group, width, nsub = 1, chunk, -(-I // chunk)
+    else:
+        group, width, nsub = max(1, chunk // I), I, 1
+    return np.array([group, width, nsub, _config.SUM_LANES], dtype=np.int64)
+
+
+def _num_chunks(O, geom):
+    return -(-O // int(geom[0])) * int(geom[2])
 
 
 def _rows_per_block(C):
@@ -52,9 +58,9 @@ def _moment_partials(x3):
         part = np.empty((C, -(-O // rb), 3))
         rows.rows_partials(_rows(x3), rb, part)
     else:
-        group, width, nsub = _chunking(O, I)
-        part = np.empty((C, -(-O // group) * nsub, 3))
-        runs.runs_partials(x3, group, width, nsub, part)
+        geom = _chunking(O, I)
+        part = np.empty((C, _num_chunks(O, geom), 3))
+        runs.runs_partials(x3, geom, part)
     return part
 
 
@@ -85,10 +91,9 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     nthreads = _launch_threads()
     O, C, I = x3.shape
     if I > 1 and _per_channel(C, nthreads):
-        group, width, nsub = _chunking(O, I)
         mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
         has_res = res3 is not None
-        runs.runs_train_fused(x3, group, width, nsub, weight, bias, float(eps),
+        runs.runs_train_fused(x3, _chunking(O, I), weight, bias, float(eps),
                               res3 if has_res else x3, has_res, use_relu, y3, mean, invstd, m2)
         return mean, invstd, m2
     _, mean, m2 = moments(x3)
@@ -98,10 +103,14 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
 
 
 def _grad_setup(x3, y3, mask_mode, dx3, dres3):
-    """Stand-ins for the optional arrays (the kernels never read or write them then)."""
-    y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
-    has_dres = dres3 is not None
-    return y3, has_dres, (dres3 if has_dres else dx3)
+    """``(y3, mode, dres3)`` for the kernels, with stand-ins for arrays they will not touch.
+
+    A residual's gradient is stored only with the mask from the saved output
+    (``dres3`` is required there and only there).
+    """
+    if dres3 is not None:
+        return y3, MASK_FROM_OUTPUT_STORE, dres3
+    return (y3 if mask_mode == MASK_FROM_OUTPUT else x3), mask_mode, dx3
 
 
 def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
@@ -116,10 +125,9 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
         rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), rb, mean, invstd, weight, bias,
                                 mask_mode, part)
     else:
-        group, width, nsub = _chunking(O, I)
-        part = np.empty((C, -(-O // group) * nsub, 2))
-        runs.runs_grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias,
-                                mask_mode, part)
+        geom = _chunking(O, I)
+        part = np.empty((C, _num_chunks(O, geom), 2))
+        runs.runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, part)
     common.sum_grad_partials(part, sum_g, sum_gx)
     return sum_g, sum_gx
 
@@ -129,14 +137,14 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
     """dx from gradient sums taken over ``count`` elements per channel (all ranks' for sync BN)."""
     _launch_threads()
     O, C, I = x3.shape
-    y3, has_dres, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
+    y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
     if I == 1:
         rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), _rows_per_block(C), mean, invstd,
                              weight, bias, mask_mode, sum_g, sum_gx, float(count), batch_stats,
-                             _rows(dx3), _rows(dres3), has_dres)
+                             _rows(dx3), _rows(dres3))
     else:
         runs.runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx,
-                             float(count), batch_stats, dx3, dres3, has_dres)
+                             float(count), batch_stats, dx3, dres3)
 
 
 def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx3, dres3):
@@ -148,11 +156,10 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
     nthreads = _launch_threads()
     O, C, I = x3.shape
     if I > 1 and _per_channel(C, nthreads):
-        group, width, nsub = _chunking(O, I)
-        y3, has_dres, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
+        y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
         sum_g, sum_gx = np.empty(C), np.empty(C)
-        runs.runs_backward_fused(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias,
-                                 mask_mode, batch_stats, dx3, dres3, has_dres, sum_g, sum_gx)
+        runs.runs_backward_fused(dy3, x3, y3, _chunking(O, I), mean, invstd, weight, bias,
+                                 mask_mode, batch_stats, dx3, dres3, sum_g, sum_gx)
         return sum_g, sum_gx
     sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
     input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,

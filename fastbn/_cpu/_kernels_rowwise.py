@@ -1,0 +1,344 @@
+"""Row-statistics kernels: layer, group, instance and RMS norm.
+
+``x3`` is ``(1, R, K)``: ``R`` rows of ``K`` elements, each normalised with its
+own statistics (the channel-runs family of ``_kernels_runs`` with ``O == 1``, so
+the chunk moments are the same code).  A row is ``S = K // inner`` segments of
+``inner`` elements; row ``r``'s segment ``s`` uses affine channel
+``(r % G) * S + s``:
+
+======================  =====  =========  ==========================
+op                      ``G``  ``inner``  affine channel
+======================  =====  =========  ==========================
+layer norm, RMSNorm     1      1          element ``i`` of the row
+group norm (N, C, *)    G      prod(*)    ``g * C/G + i // inner``
+instance norm           C      prod(*)    ``r % C``
+======================  =====  =========  ==========================
+
+Work is cut into *pieces*: ``width``-element chunks of the row when
+``inner == 1`` (per-element affine), whole segments otherwise (per-channel
+affine).  Every path sums pieces in piece order and rows in row order, and
+the pieces depend only on the shape, so results are bitwise identical for
+every thread count.  ``centered`` False is RMSNorm: the mean is 0 and ``m2``
+the sum of squares.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._jit import BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, device, kernel
+from ._primitives import (MASK_NONE, chunk_grad_sums, chunk_moments, fold_lanes, inverse_std,
+                          lane_blocks)
+
+# --- device functions -----------------------------------------------------------------------
+
+
+@device
+def unpack(geom, K):
+    """``(G, inner, width, lanes, S, npieces)`` from the driver's ``geom`` and the row length."""
+    G, inner, width, lanes = geom[0], geom[1], geom[2], geom[3]
+    S = K // inner
+    return G, inner, width, lanes, S, (S if inner > 1 else (K + width - 1) // width)
+
+
+@device
+def piece_bounds(p, K, inner, width):
+    """Element range ``[i0, i1)`` of piece ``p`` of a row."""
+    if inner == 1:
+        i0 = p * width
+        return i0, min(K, i0 + width)
+    return p * inner, (p + 1) * inner
+
+
+@device
+def sum_squares(seg, lanes):
+    """Sum of ``seg**2`` in float64."""
+    acc = np.zeros(lanes)
+    blocks, start = lane_blocks(seg, lanes)
+    for t in range(blocks.shape[0]):
+        for k in range(lanes):
+            v = np.float64(blocks[t, k])
+            acc[k] += v * v
+    tail = 0.0
+    for i in range(start, seg.shape[0]):
+        v = np.float64(seg[i])
+        tail += v * v
+    return fold_lanes(acc) + tail
+
+
+@device
+def chunk_stats(x3, r, i0, i1, centered, lanes):
+    """``(count, mean, m2)`` of ``x3[0, r, i0:i1]`` (uncentered: mean 0, m2 the sum of squares)."""
+    if centered:
+        return chunk_moments(x3, r, 0, 1, i0, i1, lanes)
+    return float(i1 - i0), 0.0, sum_squares(x3[0, r, i0:i1], lanes)
+
+
+@device
+def row_stats(x3, r, width, nsub, centered, lanes):
+    """``(mean, biased variance)`` of row ``r``: its chunks Chan-merged in order."""
+    K = x3.shape[2]
+    n = m = m2 = 0.0
+    for j in range(nsub):
+        i0 = j * width
+        nb, mb, m2b = chunk_stats(x3, r, i0, min(K, i0 + width), centered, lanes)
+        n, m, m2 = chan_merge(n, m, m2, nb, mb, m2b)
+    return m, m2 / n
+
+
+@device
+def normalize_piece(x, p, i0, i1, mean, invstd, weight, bias, base, inner, y):
+    """``y = (x - mean) * invstd * w + b`` over a piece of a row, in float64.
+
+    Loops index from 0 over slices: an offset index would keep Numba's negative
+    index wrap-around in the loop and block vectorisation.
+    """
+    xs, ys = x[i0:i1], y[i0:i1]
+    if inner == 1:
+        ws, bs = weight[base + i0:base + i1], bias[base + i0:base + i1]
+        for i in range(xs.shape[0]):
+            ys[i] = (xs[i] - mean) * (invstd * ws[i]) + bs[i]
+    else:
+        k = invstd * weight[base + p]
+        shift = bias[base + p]
+        for i in range(xs.shape[0]):
+            ys[i] = (xs[i] - mean) * k + shift
+
+
+@device
+def weighted_grad_sums(dy, x, w, mean, lanes):
+    """``(sum w dy, sum w dy (x - mean))`` over equal-length segments."""
+    acc_g = np.zeros(lanes)
+    acc_h = np.zeros(lanes)
+    bdy, start = lane_blocks(dy, lanes)
+    bx, _ = lane_blocks(x, lanes)
+    bw, _ = lane_blocks(w, lanes)
+    for t in range(bdy.shape[0]):
+        for k in range(lanes):
+            e = bdy[t, k] * bw[t, k]
+            acc_g[k] += e
+            acc_h[k] += e * (bx[t, k] - mean)
+    tail_g = tail_h = 0.0
+    for i in range(start, dy.shape[0]):
+        e = dy[i] * w[i]
+        tail_g += e
+        tail_h += e * (x[i] - mean)
+    return fold_lanes(acc_g) + tail_g, fold_lanes(acc_h) + tail_h
+
+
+@device
+def piece_grad_sums(dy3, x3, r, p, i0, i1, mean, weight, base, inner, lanes):
+    """``(sum w dy, sum w dy xc, sum dy, sum dy xc)`` over a piece, ``xc = x - mean``.
+
+    The last two are the piece's channel sums (segments only: with a
+    per-element affine they are taken per column by ``accumulate_columns``).
+    """
+    if inner == 1:
+        a, b = weighted_grad_sums(dy3[0, r, i0:i1], x3[0, r, i0:i1], weight[base + i0:base + i1],
+                                  mean, lanes)
+        return a, b, 0.0, 0.0
+    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, 0.0, 0.0, MASK_NONE, lanes)
+    return weight[base + p] * s1, weight[base + p] * s2, s1, s2
+
+
+@device
+def grad_coefficients(sum_wg, sum_wgx, invstd, inv_k, centered, batch_stats):
+    """``(c1, c2)`` with ``dx = invstd * w * dy - c1 - (x - mean) * c2``."""
+    if not batch_stats:
+        return 0.0, 0.0
+    c2 = invstd * invstd * invstd * sum_wgx * inv_k
+    return (invstd * sum_wg * inv_k if centered else 0.0), c2
+
+
+@device
+def input_grad_piece(dy, x, p, i0, i1, mean, invstd, c1, c2, weight, base, inner, batch_stats, dx):
+    """dx over a piece of a row (frozen statistics never read x, so inf input stays finite)."""
+    dys, xs, dxs = dy[i0:i1], x[i0:i1], dx[i0:i1]
+    if inner == 1:
+        ws = weight[base + i0:base + i1]
+        if batch_stats:
+            for i in range(dys.shape[0]):
+                dxs[i] = (invstd * ws[i]) * dys[i] - c1 - (xs[i] - mean) * c2
+        else:
+            for i in range(dys.shape[0]):
+                dxs[i] = (invstd * ws[i]) * dys[i]
+    else:
+        k = invstd * weight[base + p]
+        if batch_stats:
+            for i in range(dys.shape[0]):
+                dxs[i] = k * dys[i] - c1 - (xs[i] - mean) * c2
+        else:
+            for i in range(dys.shape[0]):
+                dxs[i] = k * dys[i]
+
+
+@device
+def accumulate_columns(dy, x, mean, invstd, dw, db):
+    """Per-element affine grads of one row segment: ``dw += dy * xhat``, ``db += dy``."""
+    for i in range(dy.shape[0]):
+        db[i] += dy[i]
+        dw[i] += dy[i] * (x[i] - mean) * invstd
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+
+@kernel(lambda t: (arr(t, 3, True), GEOM, BOOL, PARTIALS))
+def row_partials(x3, geom, centered, part):
+    """``part[r, j] = (count, mean, m2)`` of chunk ``j`` of row ``r`` (few long rows)."""
+    R, K = x3.shape[1], x3.shape[2]
+    width, lanes = geom[2], geom[3]
+    nsub = part.shape[1]
+    for t in prange(R * nsub):
+        r = t // nsub
+        j = t - r * nsub
+        i0 = j * width
+        n, m, m2 = chunk_stats(x3, r, i0, min(K, i0 + width), centered, lanes)
+        part[r, j, 0] = n
+        part[r, j, 1] = m
+        part[r, j, 2] = m2
+
+
+@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 3)))
+def pieces_normalize(x3, geom, mean, invstd, weight, bias, y3):
+    """Normalise every piece with per-row ``mean`` and ``invstd`` (one task per piece)."""
+    R, K = x3.shape[1], x3.shape[2]
+    G, inner, width, _, S, npieces = unpack(geom, K)
+    for t in prange(R * npieces):
+        r = t // npieces
+        p = t - r * npieces
+        i0, i1 = piece_bounds(p, K, inner, width)
+        normalize_piece(x3[0, r], p, i0, i1, mean[r], invstd[r], weight, bias, (r % G) * S, inner,
+                        y3[0, r])
+
+
+@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), VEC, VEC))
+def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, invstd_out):
+    """Training forward, one row per task: statistics, then normalise the cached row."""
+    R, K = x3.shape[1], x3.shape[2]
+    G, inner, width, lanes, S, npieces = unpack(geom, K)
+    nsub = (K + width - 1) // width
+    for r in prange(R):
+        mean, var = row_stats(x3, r, width, nsub, centered, lanes)
+        invstd = inverse_std(var, eps)
+        for p in range(npieces):
+            i0, i1 = piece_bounds(p, K, inner, width)
+            normalize_piece(x3[0, r], p, i0, i1, mean, invstd, weight, bias, (r % G) * S, inner,
+                            y3[0, r])
+        mean_out[r] = mean
+        invstd_out[r] = invstd
+
+
+# --- backward --------------------------------------------------------------------------------
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, F64, BOOL, BOOL,
+                   BOOL, arr(t, 3), arr(F64, 2), arr(F64, 2)))
+def backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_stats, want_affine,
+                   dx3, pdw, pdb):
+    """Backward, one block of rows per task: row sums, dx from the cached row, affine partials.
+
+    Rows are split evenly into ``len(pdw)`` blocks; ``pdw[b]``/``pdb[b]`` (zeroed by
+    the caller) receive block ``b``'s affine grads.
+    """
+    R, K = x3.shape[1], x3.shape[2]
+    G, inner, width, lanes, S, npieces = unpack(geom, K)
+    rows_per_block = (R + pdw.shape[0] - 1) // pdw.shape[0]
+    for b in prange((R + rows_per_block - 1) // rows_per_block):
+        for r in range(b * rows_per_block, min(R, (b + 1) * rows_per_block)):
+            base = (r % G) * S
+            sum_wg = sum_wgx = 0.0
+            for p in range(npieces):
+                i0, i1 = piece_bounds(p, K, inner, width)
+                a, c, s1, s2 = piece_grad_sums(dy3, x3, r, p, i0, i1, mean[r], weight, base, inner,
+                                               lanes)
+                sum_wg += a
+                sum_wgx += c
+                if want_affine and inner > 1:
+                    pdb[b, base + p] += s1
+                    pdw[b, base + p] += s2 * invstd[r]
+            c1, c2 = grad_coefficients(sum_wg, sum_wgx, invstd[r], inv_k, centered, batch_stats)
+            for p in range(npieces):
+                i0, i1 = piece_bounds(p, K, inner, width)
+                input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], invstd[r], c1, c2, weight,
+                                 base, inner, batch_stats, dx3[0, r])
+            if want_affine and inner == 1:
+                accumulate_columns(dy3[0, r], x3[0, r], mean[r], invstd[r], pdw[b, base:base + K],
+                                   pdb[b, base:base + K])
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, PARTIALS))
+def piece_grad_partials(dy3, x3, geom, mean, weight, part):
+    """``part[r, p] = piece_grad_sums`` of piece ``p`` of row ``r`` (few long rows)."""
+    R, K = x3.shape[1], x3.shape[2]
+    G, inner, width, lanes, S, npieces = unpack(geom, K)
+    for t in prange(R * npieces):
+        r = t // npieces
+        p = t - r * npieces
+        i0, i1 = piece_bounds(p, K, inner, width)
+        a, c, s1, s2 = piece_grad_sums(dy3, x3, r, p, i0, i1, mean[r], weight, (r % G) * S, inner,
+                                       lanes)
+        part[r, p, 0] = a
+        part[r, p, 1] = c
+        part[r, p, 2] = s1
+        part[r, p, 3] = s2
+
+
+@njit((PARTIALS_IN, GEOM, VEC_IN, BOOL, VEC, VEC, VEC, VEC), nogil=True, cache=True)
+def fold_piece_partials(part, geom, invstd, segment_grads, sum_wg, sum_wgx, dw, db):
+    """Fold ``piece_grad_partials`` in piece then row order (the order of ``backward_fused``).
+
+    With ``segment_grads`` the channel sums also go to ``dw``/``db`` (zeroed by the caller).
+    """
+    R, npieces, _ = part.shape
+    for r in range(R):
+        base = (r % geom[0]) * npieces
+        a = c = 0.0
+        for p in range(npieces):
+            a += part[r, p, 0]
+            c += part[r, p, 1]
+            if segment_grads:
+                db[base + p] += part[r, p, 2]
+                dw[base + p] += part[r, p, 3] * invstd[r]
+        sum_wg[r] = a
+        sum_wgx[r] = c
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, VEC_IN, VEC_IN,
+                   F64, BOOL, BOOL, arr(t, 3)))
+def pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, inv_k, centered,
+                      batch_stats, dx3):
+    """dx for every piece from the per-row sums (one task per piece)."""
+    R, K = x3.shape[1], x3.shape[2]
+    G, inner, width, _, S, npieces = unpack(geom, K)
+    for t in prange(R * npieces):
+        r = t // npieces
+        p = t - r * npieces
+        i0, i1 = piece_bounds(p, K, inner, width)
+        c1, c2 = grad_coefficients(sum_wg[r], sum_wgx[r], invstd[r], inv_k, centered, batch_stats)
+        input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], invstd[r], c1, c2, weight,
+                         (r % G) * S, inner, batch_stats, dx3[0, r])
+
+
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC, VEC))
+def column_grads(dy3, x3, geom, mean, invstd, dw, db):
+    """Per-element affine grads over rows in order, one task per column range (few long rows)."""
+    R, K = x3.shape[1], x3.shape[2]
+    G, width = geom[0], geom[2]
+    for p in prange((K + width - 1) // width):
+        i0 = p * width
+        i1 = min(K, i0 + width)
+        for r in range(R):
+            base = (r % G) * K
+            accumulate_columns(dy3[0, r, i0:i1], x3[0, r, i0:i1], mean[r], invstd[r],
+                               dw[base + i0:base + i1], db[base + i0:base + i1])
+
+
+@njit((arr(F64, 2, True), VEC), parallel=True, nogil=True, cache=True)
+def fold_blocks(part, out):
+    """``out[c] = sum over b of part[b, c]``, left to right."""
+    nb, C = part.shape
+    for c in prange(C):
+        acc = 0.0
+        for b in range(nb):
+            acc += part[b, c]
+        out[c] = acc

@@ -1,0 +1,107 @@
+"""Host driver of the row-statistics kernels (layer, group, instance and RMS norm).
+
+Every function takes C-contiguous ``(1, R, K)`` views and float64 vectors,
+already validated: per-row ``mean``/``invstd`` of length ``R`` and affine
+``weight``/``bias`` of length ``G * K // inner`` (see ``_kernels_rowwise`` for
+``G`` and ``inner``).  With enough rows a task takes whole rows (read once,
+second pass from cache); with few long rows the work is cut into pieces.
+Both fold the same partials in the same order, so the thread count never
+changes a bit of the result.
+"""
+
+import numba
+import numpy as np
+
+from .. import _config, _threads
+from . import _kernels_common as common
+from . import _kernels_rowwise as rw
+
+#: Row blocks of the backward's affine-grad partials (at most; fixed by the shape): the
+#: partials take ``2 * ROW_BLOCKS * len(weight)`` float64s, independent of the batch.
+ROW_BLOCKS = 64
+
+#: Rows per thread from which a task takes whole rows rather than pieces of rows.
+ROWS_PER_THREAD = 4
+
+
+def _launch_threads():
+    numba.set_num_threads(_threads.get_num_threads())
+    return numba.get_num_threads()
+
+
+def _geometry(K, G, inner):
+    """``geom = (G, inner, width, lanes)`` for rows of ``K`` (see ``_kernels_rowwise``)."""
+    width = min(K, _config.CHUNK_ELEMENTS)
+    return np.array([G, inner, width, _config.SUM_LANES], dtype=np.int64)
+
+
+def _whole_rows(R, nthreads):
+    """Whether one-row-per-task keeps every thread busy.
+
+    The pieces path is taken only when ``R <= ROW_BLOCKS``, where every row is its
+    own block of affine partials, which is what keeps both paths bitwise equal.
+    """
+    return R > ROW_BLOCKS or R >= ROWS_PER_THREAD * nthreads or (R >= nthreads
+                                                                and R % nthreads == 0)
+
+
+def forward(x3, G, inner, weight, bias, eps, centered, y3):
+    """Per-row statistics and ``y3``; returns float64 ``(mean, invstd)`` of length R.
+
+    ``centered`` False is RMSNorm: ``mean`` is 0 and ``invstd = 1/sqrt(mean(x**2) + eps)``.
+    """
+    nthreads = _launch_threads()
+    R, K = x3.shape[1], x3.shape[2]
+    geom = _geometry(K, G, inner)
+    if _whole_rows(R, nthreads):
+        mean, invstd = np.empty(R), np.empty(R)
+        rw.train_fused(x3, geom, weight, bias, float(eps), centered, y3, mean, invstd)
+        return mean, invstd
+    part = np.empty((R, -(-K // int(geom[2])), 3))
+    rw.row_partials(x3, geom, centered, part)
+    count, mean, m2 = np.empty(R), np.empty(R), np.empty(R)
+    common.merge_moments(part, count, mean, m2)
+    invstd = 1.0 / np.sqrt(m2 / count + eps)
+    rw.pieces_normalize(x3, geom, mean, invstd, weight, bias, y3)
+    return mean, invstd
+
+
+def normalize(x3, G, inner, mean, invstd, weight, bias, y3):
+    """``y3 = (x3 - mean) * invstd * weight + bias`` with given per-row statistics."""
+    _launch_threads()
+    rw.pieces_normalize(x3, _geometry(x3.shape[2], G, inner), mean, invstd, weight, bias, y3)
+
+
+def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, want_affine, dx3):
+    """dx into ``dx3``; returns float64 ``(dweight, dbias)``, or ``(None, None)`` unless wanted.
+
+    ``batch_stats`` False: frozen statistics (``dx = invstd * w * dy``).
+    """
+    nthreads = _launch_threads()
+    R, K = x3.shape[1], x3.shape[2]
+    geom = _geometry(K, G, inner)
+    channels = weight.shape[0]
+    inv_k = 1.0 / K
+    dw, db = np.zeros(channels), np.zeros(channels)
+    if _whole_rows(R, nthreads):
+        shape = (min(R, ROW_BLOCKS), channels if want_affine else 0)
+        pdw, pdb = np.zeros(shape), np.zeros(shape)
+        rw.backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_stats,
+                          want_affine, dx3, pdw, pdb)
+        if not want_affine:
+            return None, None
+        rw.fold_blocks(pdw, dw)
+        rw.fold_blocks(pdb, db)
+        return dw, db
+    npieces = K // inner if inner > 1 else -(-K // int(geom[2]))
+    part = np.empty((R, npieces, 4))
+    rw.piece_grad_partials(dy3, x3, geom, mean, weight, part)
+    sum_wg, sum_wgx = np.empty(R), np.empty(R)
+    rw.fold_piece_partials(part, geom, invstd, inner > 1, sum_wg, sum_wgx, dw, db)
+    rw.pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, inv_k, centered,
+                         batch_stats, dx3)
+    if not want_affine:
+        return None, None
+    if inner == 1:
+        rw.column_grads(dy3, x3, geom, mean, invstd, dw, db)
+    return dw, db
