@@ -7,6 +7,7 @@ becomes a plain loop).  No ``-march=native`` and no ``-ffast-math``: the wheel
 must run on any CPU of its architecture and NaN/inf must behave.
 """
 
+import logging
 import os
 import tempfile
 
@@ -58,7 +59,7 @@ class BuildExt(build_ext):
             # fp-contract=off: no FMA contraction, so rounding matches Numba's.
             opt = ["-O3", "-ffp-contract=off"]
         self.announce(f"fastbn: OpenMP {'on' if cflags else 'off (serial build)'}",
-                      level=2)
+                      level=logging.INFO)
         for ext in self.extensions:
             ext.extra_compile_args = opt + cflags
             ext.extra_link_args = lflags

@@ -5,12 +5,26 @@ first use, and the CPU eval forward runs on an ahead-of-time compiled kernel.
 """
 
 from ._batchnorm import batch_norm, batch_norm_backward, batch_norm_train
+from ._cuda.errors import CudaUnavailableError
+from ._batchnorm_layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from ._moments import moments
+from ._norm_layers import (GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm,
+                           RMSNorm)
+from ._norms import (layer_norm, layer_norm_backward, layer_norm_train, rms_norm,
+                     rms_norm_backward, rms_norm_train)
+from ._norms_channel import (group_norm, group_norm_backward, group_norm_train, instance_norm,
+                             instance_norm_backward, instance_norm_train)
 from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "batch_norm", "batch_norm_train", "batch_norm_backward", "moments",
-    "get_num_threads", "set_num_threads",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+    "layer_norm", "layer_norm_train", "layer_norm_backward",
+    "group_norm", "group_norm_train", "group_norm_backward",
+    "instance_norm", "instance_norm_train", "instance_norm_backward",
+    "rms_norm", "rms_norm_train", "rms_norm_backward",
+    "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm",
+    "get_num_threads", "set_num_threads", "CudaUnavailableError",
 ]

@@ -90,6 +90,26 @@ def like(values64, target):
     return values64.astype(target.dtype)
 
 
+def divide(v, d):
+    """``v / d`` for a per-channel float64 vector ``v`` and a scalar ``d`` (a new array)."""
+    return v / d
+
+
+def multiply(a, b):
+    """``a * b`` for per-channel float64 vectors (a new array)."""
+    return a * b
+
+
+def kept_shape(v, x_shape, view_plan):
+    """A per-kept-position vector in the kept axes' shape (a NumPy scalar when none is kept)."""
+    return _layout.kept_shape_from_flat(v, x_shape, view_plan)[()]
+
+
+def export(a, like):
+    """``a`` as the array kind of the caller's ``like``: NumPy results stay as they are."""
+    return a
+
+
 def update_running(running_mean, running_var, batch_mean, batch_var, momentum):
     """``running = (1 - momentum) * running + momentum * batch``, in place, in float64.
 

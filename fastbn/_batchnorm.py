@@ -5,7 +5,14 @@ channels-last).  Statistics are float64 whatever the input dtype; the biased
 variance normalises, the unbiased one feeds ``running_var`` (as in PyTorch).
 """
 
+import functools
+import math
+
+import numpy as np
+
 from . import _dispatch, _validate
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Prepared:
@@ -13,6 +20,7 @@ class _Prepared:
 
     def __init__(self, be, x, axis, arg_name="x"):
         self.be = be
+        self.caller = x  # the caller's array: results are returned as its kind
         self.x = be.as_input(x, arg_name)
         _validate.min_rank(self.x.shape, arg_name, 2)
         self.axis = _validate.axis_index(axis, self.x.ndim)
@@ -32,9 +40,13 @@ class _Prepared:
         return self.be.output(out, self.xc, self.plan, self.xc.dtype, inputs)
 
     def finish(self, result, out):
-        if out is None and result.dtype != self.x.dtype:
-            result = result.astype(self.x.dtype)
-        return self.be.finish_output(result, out)
+        if out is not None:
+            return self.be.finish_output(result, out)
+        return self.export(self.be.cast(result, self.x.dtype))
+
+    def export(self, a):
+        """``a`` as the caller's array kind (a CuPy array or torch tensor for those inputs)."""
+        return self.be.export(a, self.caller)
 
 
 def _check_same_as_x(prep, a, arg_name):
@@ -105,8 +117,9 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1, running_mea
                                         prep.vector(bias, 0.0), eps, prep.view(residual), use_relu,
                                         y3)
     if running_mean is not None or running_var is not None:
-        be.update_running(running_mean, running_var, mean, m2 / (prep.count - 1), momentum)
-    return prep.finish(result, out), mean, invstd
+        be.update_running(running_mean, running_var, mean, be.divide(m2, prep.count - 1),
+                          momentum)
+    return prep.finish(result, out), prep.export(mean), prep.export(invstd)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -125,6 +138,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         return batch_norm_train(x, weight, bias, eps, axis=axis, running_mean=running_mean,
                                 running_var=running_var, momentum=momentum, out=out,
                                 device=device, activation=activation, residual=residual)[0]
+    if out is None and residual is None and device is None:
+        y = _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation)
+        if y is not None:
+            return y
     be = _dispatch.backend(x, device)
     prep = _Prepared(be, x, axis)
     if running_mean is None or running_var is None:
@@ -141,6 +158,49 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     be.eval_forward(prep.view(prep.xc), running_mean, running_var, weight, bias, eps,
                     prep.view(residual), use_relu, y3)
     return prep.finish(result, out)
+
+
+def _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation):
+    """The eval forward of a plain C-contiguous NumPy call in a few microseconds, or None.
+
+    An inference service calls this thousands of times a second with tiny
+    inputs, where the general path's bookkeeping would cost more than the
+    kernel.  Only calls that the general path would accept unchanged take it
+    (anything else returns None and goes the general way, errors included):
+    a C-contiguous float32/float64 array, channel axis 1 or the last axis,
+    float NumPy vectors of the right length, a valid eps and activation.
+    """
+    if type(x) is not np.ndarray or x.dtype not in _FAST_DTYPES or x.ndim < 2 \
+            or not x.flags.c_contiguous or x.size == 0:
+        return None
+    if axis == 1:
+        shape3 = (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
+    elif axis == -1 or axis == x.ndim - 1:
+        shape3 = (x.size // x.shape[-1], x.shape[-1], 1)
+    else:
+        return None
+    if not (type(eps) is float and 0.0 <= eps < math.inf
+            and (activation is None or activation == "relu")):
+        return None
+    kernel = _inference_kernel()
+    if kernel is None:
+        return None
+    y = np.empty_like(x)
+    try:
+        # The extension checks the per-channel vectors (NumPy, float, length C)
+        # before touching anything; on a mismatch the general path explains it.
+        kernel(x.reshape(shape3), running_mean, running_var, weight, bias, eps,
+               activation == "relu", None, y.reshape(shape3))
+    except (TypeError, ValueError):
+        return None
+    return y
+
+
+@functools.cache
+def _inference_kernel():
+    """``fastbn._inference.normalize_eval`` if the extension is built, else None (loaded once)."""
+    from . import _inference
+    return _inference.normalize_eval if _inference.available() else None
 
 
 def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, out=None, device=None,
@@ -199,9 +259,9 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, out=None, d
                                 bool(batch_stats), dx3, dres3)
     dweight = dbias = None
     if weight is not None:
-        dweight = be.like(sum_gx * prep.vector(invstd, 1.0), weight)
-        dbias = be.like(sum_g, weight)
+        dweight = prep.export(be.like(be.multiply(sum_gx, prep.vector(invstd, 1.0)), weight))
+        dbias = prep.export(be.like(sum_g, weight))
     grads = (prep.finish(result, out), dweight, dbias)
     if residual:
-        grads += (prep.finish(dres, None) if dres is not None else dy,)
+        grads += (prep.finish(dres, None) if dres is not None else prep.export(dy),)
     return grads

@@ -28,4 +28,4 @@ SLAB_CACHE_BYTES = 1 << 20
 CHANNELS_PER_THREAD = 4
 
 #: Below this many elements the Cython inference path runs on one thread.
-INFERENCE_PARALLEL_MIN_ELEMENTS = 1 << 16
+INFERENCE_PARALLEL_MIN_ELEMENTS = 1 << 15

@@ -12,6 +12,7 @@ The plan is metadata only (shape and strides), so array libraries other than
 NumPy (device arrays) apply the same plan.
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -54,7 +55,7 @@ def plan_view(shape, strides, kept_axes):
         kept_order = [a for a in order if a in kept]
         inner_axes = [a for a in order if a not in kept]
     perm = tuple(outer_axes) + tuple(kept_order) + tuple(inner_axes)
-    size = lambda axes: int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    size = lambda axes: math.prod(shape[a] for a in axes)
     return ViewPlan(perm, size(outer_axes), size(kept_order), size(inner_axes), tuple(kept_order))
 
 

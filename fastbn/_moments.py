@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import _dispatch, _layout, _validate
+from . import _dispatch, _validate
 
 
 def moments(x, axis=None, *, ddof=0, device=None):
@@ -26,7 +26,7 @@ def moments(x, axis=None, *, ddof=0, device=None):
         Non-float input, an empty reduction, a bad axis, or ``ddof >= n``.
     """
     be = _dispatch.backend(x, device)
-    x = be.as_input(x, "x")
+    caller, x = x, be.as_input(x, "x")
     _validate.min_rank(x.shape, "x", 1)
     reduce_axes = _validate.axes_tuple(axis, x.ndim)
     kept_axes = tuple(a for a in range(x.ndim) if a not in reduce_axes)
@@ -37,6 +37,6 @@ def moments(x, axis=None, *, ddof=0, device=None):
     xc = be.to_compute(x)
     view_plan = be.plan(xc, kept_axes)
     _, mean, m2 = be.moments(be.canonical(xc, view_plan))
-    var = m2 / (count - ddof)
-    shape_back = lambda v: _layout.kept_shape_from_flat(be.like(v, x), x.shape, view_plan)[()]
+    var = be.divide(m2, count - ddof)
+    shape_back = lambda v: be.export(be.kept_shape(be.like(v, x), x.shape, view_plan), caller)
     return shape_back(mean), shape_back(var)

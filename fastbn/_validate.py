@@ -81,6 +81,12 @@ def same_shape(arr, shape, name, like="x"):
                          f"got {tuple(arr.shape)}")
 
 
+def _array_dtype(v):
+    """The NumPy dtype of an array (a CUDA array's from its interface: torch has its own dtypes)."""
+    iface = getattr(v, "__cuda_array_interface__", None)
+    return np.dtype(iface["typestr"]) if iface is not None else v.dtype
+
+
 def channel_vector(v, channels, name, *, writable=False):
     """A per-channel vector of length ``channels`` (or None); returns it unchanged."""
     if v is None:
@@ -90,7 +96,7 @@ def channel_vector(v, channels, name, *, writable=False):
         raise TypeError(f"{name} must be an array updated in place, got {type(v).__name__}")
     if not hasattr(v, "shape") or not hasattr(v, "dtype"):
         v = as_float_array(v, name)
-    float_dtype(v.dtype, name)
+    float_dtype(_array_dtype(v), name)
     if tuple(v.shape) != (channels,):
         raise ValueError(f"{name} must have shape ({channels},) (one value per channel), "
                          f"got {tuple(v.shape)}")

@@ -95,3 +95,91 @@ def numerical_grad(f, x, dy, h=1e-6):
         flat[i] = keep
         gflat[i] = (up - down) / (2 * h)
     return grad
+
+
+# --- row-wise norms: layer, RMS, group and instance norm ---------------------------------------
+
+
+def _norm_rows(x, lead, centered, eps):
+    """``(rows, xhat, invstd)``: x as float64 ``(R, K)`` rows of the first ``lead`` dims."""
+    x = np.asarray(x, dtype=np.float64)
+    rows = x.reshape(int(np.prod(x.shape[:lead], dtype=np.int64)), -1)
+    mean = rows.mean(axis=1, keepdims=True) if centered else np.zeros((rows.shape[0], 1))
+    invstd = 1.0 / np.sqrt(((rows - mean) ** 2).mean(axis=1, keepdims=True) + eps)
+    return rows, (rows - mean) * invstd, mean[:, 0], invstd[:, 0]
+
+
+def _rows_backward(dy_rows, xhat, invstd, w_rows, centered):
+    """dx of ``y = xhat * w (+ b)`` for rows normalised with their own statistics."""
+    g = dy_rows * w_rows
+    proj = xhat * (g * xhat).mean(axis=1, keepdims=True)
+    dx = g - proj - (g.mean(axis=1, keepdims=True) if centered else 0.0)
+    return dx * invstd[:, None]
+
+
+def layer_norm_ref(x, normalized_shape, weight=None, bias=None, eps=1e-5, centered=True):
+    """Layer norm (RMS norm with ``centered=False``): ``(y, mean, invstd)`` in float64."""
+    shape = (normalized_shape,) if np.isscalar(normalized_shape) else tuple(normalized_shape)
+    lead = x.ndim - len(shape)
+    _, xhat, mean, invstd = _norm_rows(x, lead, centered, eps)
+    y = xhat.reshape(x.shape)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    return y, mean.reshape(x.shape[:lead]), invstd.reshape(x.shape[:lead])
+
+
+def rms_norm_ref(x, normalized_shape, weight=None, eps=None):
+    """RMS norm: ``(y, invstd)``; eps None is the input dtype's machine epsilon."""
+    eps = np.finfo(x.dtype).eps if eps is None else eps
+    y, _, invstd = layer_norm_ref(x, normalized_shape, weight, None, eps, centered=False)
+    return y, invstd
+
+
+def layer_norm_backward_ref(dy, x, normalized_shape, weight=None, eps=1e-5, centered=True):
+    """``(dx, dweight, dbias)`` of layer norm (RMS norm with ``centered=False``), float64."""
+    shape = (normalized_shape,) if np.isscalar(normalized_shape) else tuple(normalized_shape)
+    lead = x.ndim - len(shape)
+    _, xhat, _, invstd = _norm_rows(x, lead, centered, eps)
+    dy_rows = np.asarray(dy, np.float64).reshape(xhat.shape)
+    w = np.ones(shape) if weight is None else np.asarray(weight, np.float64)
+    dx = _rows_backward(dy_rows, xhat, invstd, w.reshape(1, -1), centered)
+    return (dx.reshape(x.shape), (dy_rows * xhat).sum(axis=0).reshape(shape),
+            dy_rows.sum(axis=0).reshape(shape))
+
+
+def group_norm_ref(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group norm of ``(N, C, *)``: ``(y, mean, invstd)`` with statistics of shape (N, G)."""
+    N, C = x.shape[:2]
+    grouped = np.asarray(x, np.float64).reshape(N, num_groups, -1)
+    _, xhat, mean, invstd = _norm_rows(grouped, 2, True, eps)
+    y = xhat.reshape(N, C, -1)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64)[None, :, None]
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)[None, :, None]
+    return y.reshape(x.shape), mean.reshape(N, num_groups), invstd.reshape(N, num_groups)
+
+
+def group_norm_backward_ref(dy, x, num_groups, weight=None, eps=1e-5):
+    """``(dx, dweight, dbias)`` of group norm, float64."""
+    N, C = x.shape[:2]
+    grouped = np.asarray(x, np.float64).reshape(N, num_groups, -1)
+    _, xhat, _, invstd = _norm_rows(grouped, 2, True, eps)
+    dy_c = np.asarray(dy, np.float64).reshape(N, C, -1)
+    w = np.ones(C) if weight is None else np.asarray(weight, np.float64)
+    w_rows = np.broadcast_to(w[None, :, None], dy_c.shape).reshape(xhat.shape)
+    dx = _rows_backward(dy_c.reshape(xhat.shape), xhat, invstd, w_rows, True)
+    xhat_c = xhat.reshape(dy_c.shape)
+    return dx.reshape(x.shape), (dy_c * xhat_c).sum(axis=(0, 2)), dy_c.sum(axis=(0, 2))
+
+
+def instance_norm_ref(x, weight=None, bias=None, eps=1e-5):
+    """Instance norm with the input's statistics: group norm with one channel per group."""
+    return group_norm_ref(x, x.shape[1], weight, bias, eps)
+
+
+def instance_norm_backward_ref(dy, x, weight=None, eps=1e-5):
+    """``(dx, dweight, dbias)`` of instance norm with the input's statistics."""
+    return group_norm_backward_ref(dy, x, x.shape[1], weight, eps)

@@ -1,12 +1,16 @@
 """Numba decorators and type signatures shared by the CPU kernels.
 
-Every kernel is compiled eagerly for float32 and float64 from explicit
-signatures: inputs are typed read-only (a writable array converts to that type,
-so read-only input needs no extra compilation), outputs writable, and the
-per-channel vectors are float64.  ``cache=True`` makes later imports load the
-machine code instead of compiling it.
+Every kernel has one explicit signature per float dtype: inputs are typed
+read-only (a writable array converts to that type, so read-only input needs no
+extra compilation), outputs writable, and the per-channel vectors are float64.
+A dtype's machine code is built (or, with ``cache=True``, loaded from the cache)
+the first time that kernel runs on that dtype, so a float32-only workload never
+pays for the float64 compilation.
 """
 
+import functools
+
+import numpy as np
 from numba import njit, types
 
 from .. import _welford
@@ -27,10 +31,32 @@ def arr(dtype, ndim, readonly=False):
     return types.Array(dtype, ndim, "C", readonly=readonly)
 
 
+class Kernel:
+    """A parallel kernel compiled per dtype of its first argument, on first use."""
+
+    def __init__(self, fn, signature_of):
+        self.py_func = fn
+        self._signature_of = signature_of
+        self._by_dtype = {}
+        functools.update_wrapper(self, fn)
+
+    def dispatcher(self, dtype):
+        """The Numba dispatcher for ``dtype`` (float32 or float64), built once."""
+        found = self._by_dtype.get(dtype)
+        if found is None:
+            numba_type = FLOATS[np.dtype(dtype) == np.float64]
+            found = njit([self._signature_of(numba_type)], parallel=True, nogil=True,
+                         cache=True)(self.py_func)
+            self._by_dtype[dtype] = found
+        return found
+
+    def __call__(self, first, *rest):
+        return self.dispatcher(first.dtype)(first, *rest)
+
+
 def kernel(signature_of):
-    """Compile a parallel kernel for each float dtype; ``signature_of(dtype)`` builds its signature."""
-    signatures = [signature_of(dtype) for dtype in FLOATS]
-    return njit(signatures, parallel=True, nogil=True, cache=True)
+    """Decorate a parallel kernel; ``signature_of(numba_float_type)`` builds its signature."""
+    return lambda fn: Kernel(fn, signature_of)
 
 
 def device(fn):

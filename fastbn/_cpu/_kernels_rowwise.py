@@ -19,13 +19,15 @@ Work is cut into *pieces*: ``width``-element chunks of the row when
 affine).  Every path sums pieces in piece order and rows in row order, and
 the pieces depend only on the shape, so results are bitwise identical for
 every thread count.  ``centered`` False is RMSNorm: the mean is 0 and ``m2``
-the sum of squares.
+the sum of squares.  ``geom`` is ``(G, inner, width, lanes)`` from the driver
+(an array, so ``lanes`` stays a runtime value; see ``_primitives``).
 """
 
 import numpy as np
 from numba import njit, prange
 
-from ._jit import BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, device, kernel
+from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, device,
+                   kernel)
 from ._primitives import (MASK_NONE, chunk_grad_sums, chunk_moments, fold_lanes, inverse_std,
                           lane_blocks)
 
@@ -172,6 +174,17 @@ def input_grad_piece(dy, x, p, i0, i1, mean, invstd, c1, c2, weight, base, inner
 
 
 @device
+def input_grad_columns(dy, x, w, mean, invstd, c1, c2, dx, dw, db):
+    """dx (batch statistics) and ``accumulate_columns`` in one pass over a row segment."""
+    for i in range(dy.shape[0]):
+        d = dy[i]
+        xc = x[i] - mean
+        dx[i] = (invstd * w[i]) * d - c1 - xc * c2
+        db[i] += d
+        dw[i] += d * xc * invstd
+
+
+@device
 def accumulate_columns(dy, x, mean, invstd, dw, db):
     """Per-element affine grads of one row segment: ``dw += dy * xhat``, ``db += dy``."""
     for i in range(dy.shape[0]):
@@ -212,7 +225,7 @@ def pieces_normalize(x3, geom, mean, invstd, weight, bias, y3):
 
 
 @kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), VEC, VEC))
-def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, invstd_out):
+def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, var_out):
     """Training forward, one row per task: statistics, then normalise the cached row."""
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, lanes, S, npieces = unpack(geom, K)
@@ -225,7 +238,7 @@ def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, invstd_out)
             normalize_piece(x3[0, r], p, i0, i1, mean, invstd, weight, bias, (r % G) * S, inner,
                             y3[0, r])
         mean_out[r] = mean
-        invstd_out[r] = invstd
+        var_out[r] = var
 
 
 # --- backward --------------------------------------------------------------------------------
@@ -257,6 +270,10 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_s
                     pdb[b, base + p] += s1
                     pdw[b, base + p] += s2 * invstd[r]
             c1, c2 = grad_coefficients(sum_wg, sum_wgx, invstd[r], inv_k, centered, batch_stats)
+            if want_affine and inner == 1 and batch_stats:
+                input_grad_columns(dy3[0, r], x3[0, r], weight[base:base + K], mean[r], invstd[r],
+                                   c1, c2, dx3[0, r], pdw[b, base:base + K], pdb[b, base:base + K])
+                continue
             for p in range(npieces):
                 i0, i1 = piece_bounds(p, K, inner, width)
                 input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], invstd[r], c1, c2, weight,
@@ -333,12 +350,13 @@ def column_grads(dy3, x3, geom, mean, invstd, dw, db):
                                dw[base + i0:base + i1], db[base + i0:base + i1])
 
 
-@njit((arr(F64, 2, True), VEC), parallel=True, nogil=True, cache=True)
-def fold_blocks(part, out):
-    """``out[c] = sum over b of part[b, c]``, left to right."""
-    nb, C = part.shape
-    for c in prange(C):
-        acc = 0.0
-        for b in range(nb):
-            acc += part[b, c]
-        out[c] = acc
+@njit((arr(F64, 2, True), arr(F64, 2, True), VEC, VEC), nogil=True, cache=True)
+def fold_blocks(pdw, pdb, dw, db):
+    """``dw += sum over b of pdw[b]`` (and ``db`` from ``pdb``), block by block in order.
+
+    Serial on purpose: a few rows of partials are not worth a parallel region.
+    """
+    for b in range(pdw.shape[0]):
+        for c in range(pdw.shape[1]):
+            dw[c] += pdw[b, c]
+            db[c] += pdb[b, c]

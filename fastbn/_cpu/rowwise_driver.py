@@ -46,24 +46,25 @@ def _whole_rows(R, nthreads):
 
 
 def forward(x3, G, inner, weight, bias, eps, centered, y3):
-    """Per-row statistics and ``y3``; returns float64 ``(mean, invstd)`` of length R.
+    """Per-row statistics and ``y3``; returns float64 ``(mean, invstd, biased_var)`` of length R.
 
-    ``centered`` False is RMSNorm: ``mean`` is 0 and ``invstd = 1/sqrt(mean(x**2) + eps)``.
+    ``centered`` False is RMSNorm: ``mean`` is 0 and ``var`` is ``mean(x**2)``.
     """
     nthreads = _launch_threads()
     R, K = x3.shape[1], x3.shape[2]
     geom = _geometry(K, G, inner)
+    mean, var = np.empty(R), np.empty(R)
     if _whole_rows(R, nthreads):
-        mean, invstd = np.empty(R), np.empty(R)
-        rw.train_fused(x3, geom, weight, bias, float(eps), centered, y3, mean, invstd)
-        return mean, invstd
+        rw.train_fused(x3, geom, weight, bias, float(eps), centered, y3, mean, var)
+        return mean, 1.0 / np.sqrt(var + eps), var
     part = np.empty((R, -(-K // int(geom[2])), 3))
     rw.row_partials(x3, geom, centered, part)
-    count, mean, m2 = np.empty(R), np.empty(R), np.empty(R)
+    count, m2 = np.empty(R), np.empty(R)
     common.merge_moments(part, count, mean, m2)
-    invstd = 1.0 / np.sqrt(m2 / count + eps)
+    np.divide(m2, count, out=var)
+    invstd = 1.0 / np.sqrt(var + eps)
     rw.pieces_normalize(x3, geom, mean, invstd, weight, bias, y3)
-    return mean, invstd
+    return mean, invstd, var
 
 
 def normalize(x3, G, inner, mean, invstd, weight, bias, y3):
@@ -90,8 +91,7 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
                           want_affine, dx3, pdw, pdb)
         if not want_affine:
             return None, None
-        rw.fold_blocks(pdw, dw)
-        rw.fold_blocks(pdb, db)
+        rw.fold_blocks(pdw, pdb, dw, db)
         return dw, db
     npieces = K // inner if inner > 1 else -(-K // int(geom[2]))
     part = np.empty((R, npieces, 4))

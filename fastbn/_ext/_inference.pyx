@@ -16,7 +16,8 @@ channel ``c``, in float64::
 The Numba kernels use the same expression, so both paths agree bitwise; the
 build passes ``-ffp-contract=off`` so no fused multiply-add changes a rounding.
 The element loops live in ``_kernels.h`` (plain C, so the compiler can build
-an AVX2 clone picked at load time); blocking, threads and checks live here.
+AVX-512 and AVX2 clones picked at load time); blocking, threads and checks
+live here.
 
 Arrays arrive as ``ndarray`` objects and are read through their data pointers
 after cheap flag/shape checks: acquiring a typed memoryview costs about 0.5 us
@@ -166,9 +167,9 @@ cdef void _launch(const real* x, const real* r, real* y, Py_ssize_t O,
             _block(blk, x, r, y, O, C, I, per, m, k, b, relu)
 
 
-def normalize_eval(cnp.ndarray x3, cnp.ndarray running_mean,
-                   cnp.ndarray running_var, object weight, object bias,
-                   double eps, bint relu, object residual3, cnp.ndarray y3,
+def normalize_eval(cnp.ndarray x3 not None, cnp.ndarray running_mean not None,
+                   cnp.ndarray running_var not None, object weight, object bias,
+                   double eps, bint relu, object residual3, cnp.ndarray y3 not None,
                    int num_threads):
     """Write the eval-mode batch norm of ``x3`` into ``y3``; see the module doc.
 
@@ -221,12 +222,7 @@ def normalize_eval(cnp.ndarray x3, cnp.ndarray running_mean,
         free(buf)
 
 
-ctypedef fused floating:
-    float
-    double
-
-
-def parallel_copy(const floating[::1] src, floating[::1] dst, int num_threads):
+def parallel_copy(const real[::1] src, real[::1] dst, int num_threads):
     """Copy ``src`` into ``dst`` (1-D, contiguous, same dtype and length) in
     blocks on ``num_threads`` threads without the GIL: the memory floor that
     the inference benchmarks compare against."""
@@ -235,14 +231,14 @@ def parallel_copy(const floating[::1] src, floating[::1] dst, int num_threads):
         raise ValueError(f"dst must have length {n}, got {dst.shape[0]}")
     if n == 0:
         return
-    cdef const floating* s = &src[0]
-    cdef floating* d = &dst[0]
+    cdef const real* s = &src[0]
+    cdef real* d = &dst[0]
     nblocks = (n + _BLOCK - 1) // _BLOCK
     if num_threads > 1 and nblocks > 1:
         for blk in prange(nblocks, nogil=True, schedule="static",
                           num_threads=num_threads):
             start = blk * _BLOCK
-            memcpy(d + start, s + start, min(_BLOCK, n - start) * sizeof(floating))
+            memcpy(d + start, s + start, min(_BLOCK, n - start) * sizeof(real))
     else:
         with nogil:
-            memcpy(d, s, n * sizeof(floating))
+            memcpy(d, s, n * sizeof(real))

@@ -3,10 +3,13 @@
  * The arithmetic is the eval contract (see _inference.pyx), in double:
  *     v = (x - m) * k + b  [+ r]  [relu: v < 0 ? 0 : v]  ->  (T) v
  * The loops are plain C so that GCC/Clang can clone them per instruction set
- * (target_clones: an AVX2 copy chosen at load time on CPUs that have it, the
- * baseline otherwise).  This is not -march=native: the build runs anywhere,
- * and every clone rounds identically (no FMA: built with -ffp-contract=off;
- * float<->double conversions and + - * are exact-rounded in every ISA).
+ * (target_clones: AVX-512F or AVX2 copies chosen at load time on CPUs that
+ * have them, the baseline otherwise).  While the data sits in cache the loop
+ * is compute-bound: one thread on (1, 64, 56, 56) float32 took 55 us with
+ * SSE2, 35 us with AVX2 and 21 us with AVX-512 (AMD EPYC, Zen 5).  This is
+ * not -march=native: the build runs on any x86-64, and every clone rounds
+ * identically (no FMA: built with -ffp-contract=off; float<->double
+ * conversions and + - * are correctly rounded in every ISA).
  * Without glibc ifunc support (macOS, Windows, musl, non-x86) the baseline
  * loop is compiled alone.
  */

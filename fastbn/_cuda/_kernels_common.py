@@ -1,0 +1,84 @@
+"""Per-channel kernels: the deterministic second merge stage and small vector operations.
+
+``merge_partials`` runs one block per channel: thread ``t`` folds partials
+``t, t + T, t + 2T, ...`` in order, then the block tree merges the threads'
+results; the order depends only on the number of partials and ``T``, so the
+statistics are bitwise reproducible (no atomics).  The vector kernels run one
+thread per channel over vectors of length C.
+"""
+
+import math
+
+from numba import cuda, float64
+
+from ._device import block_reduce, combine, inverse_std
+
+
+@cuda.jit(cache=True)
+def merge_partials(part, moments, out):
+    """``out[:, c]`` = the merge of ``part[c, :]``: moments (Chan) or sums (addition)."""
+    sh = cuda.shared.array(0, float64)
+    c = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    a0 = a1 = a2 = 0.0
+    for j in range(t, part.shape[1], T):
+        a0, a1, a2 = combine(moments, a0, a1, a2, part[c, j, 0], part[c, j, 1], part[c, j, 2])
+    a0, a1, a2 = block_reduce(sh, t, t, 1, T, moments, a0, a1, a2)
+    if t == 0:
+        out[0, c] = a0
+        out[1, c] = a1
+        out[2, c] = a2
+
+
+@cuda.jit(cache=True)
+def copy(src, out):
+    """``out = src`` (converting the dtype)."""
+    c = cuda.grid(1)
+    if c < out.shape[0]:
+        out[c] = src[c]
+
+
+@cuda.jit(cache=True)
+def fill(out, value):
+    c = cuda.grid(1)
+    if c < out.shape[0]:
+        out[c] = value
+
+
+@cuda.jit(cache=True)
+def inverse_stds(m2, divisor, eps, out):
+    """``out = 1 / sqrt(m2 / divisor + eps)`` (``divisor`` 1 turns a variance into invstd)."""
+    c = cuda.grid(1)
+    if c < out.shape[0]:
+        out[c] = inverse_std(float64(m2[c]) / divisor, eps)
+
+
+@cuda.jit(cache=True)
+def multiply(a, b, out):
+    c = cuda.grid(1)
+    if c < out.shape[0]:
+        out[c] = a[c] * b[c]
+
+
+@cuda.jit(cache=True)
+def divide(a, d, out):
+    c = cuda.grid(1)
+    if c < out.shape[0]:
+        out[c] = a[c] / d
+
+
+@cuda.jit(cache=True)
+def flag_nonfinite(a, b, flag):
+    """``flag[0] = 1`` when ``a`` or ``b`` holds a NaN or an infinity (all writers write 1)."""
+    c = cuda.grid(1)
+    if c < a.shape[0] and not (math.isfinite(a[c]) and math.isfinite(b[c])):
+        flag[0] = 1
+
+
+@cuda.jit(cache=True)
+def blend(buf, batch, momentum):
+    """``buf = (1 - momentum) * buf + momentum * batch`` in float64, in place."""
+    c = cuda.grid(1)
+    if c < buf.shape[0]:
+        buf[c] = (1.0 - momentum) * float64(buf[c]) + momentum * batch[c]

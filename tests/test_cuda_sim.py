@@ -1,0 +1,173 @@
+"""The CUDA backend without a GPU: simulator runs, PTX compilation, interface and errors.
+
+* ``cuda_sim_cases.py`` runs every CUDA op under Numba's CUDA simulator in a
+  subprocess (``NUMBA_ENABLE_CUDASIM=1`` must be set before Numba is imported,
+  and this process has imported Numba for the CPU backend already);
+* every kernel the driver launches is compiled to PTX for the real CUDA target
+  with the launch's argument types (needs NVVM, no GPU), which catches typing
+  errors the simulator, running plain Python, cannot;
+* the CPU and CUDA backends expose the same functions with the same signatures;
+* asking for CUDA without a GPU raises ``CudaUnavailableError``;
+* ``benchmarks/gpu_bench.py --sim-smoke`` runs its correctness part.
+"""
+
+import importlib.util
+import inspect
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastbn
+from fastbn import _backend_cpu
+from fastbn._cuda import backend as cuda_backend
+from fastbn._cuda.errors import CudaUnavailableError
+
+HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra):
+    """This environment with the checkout first on ``PYTHONPATH``."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+def test_simulator_cases_pass():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(ROOT / "tests" / "cuda_sim_cases.py")],
+        cwd=ROOT, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+def test_gpu_bench_correctness_part_runs_under_the_simulator():
+    bench = ROOT / "benchmarks" / "gpu_bench.py"
+    proc = subprocess.run([sys.executable, str(bench), "--sim-smoke"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "max |CUDA - CPU|" in proc.stdout and "ran 5 ops" in proc.stdout
+
+
+def _public_functions(module):
+    return {n: f for n, f in vars(module).items()
+            if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == module.__name__}
+
+
+def test_backends_have_the_same_interface():
+    cpu, gpu = _public_functions(_backend_cpu), _public_functions(cuda_backend)
+    assert sorted(cpu) == sorted(gpu)
+    for n, f in cpu.items():
+        assert inspect.signature(f) == inspect.signature(gpu[n]), n
+    for const in ("MASK_NONE", "MASK_RECOMPUTE", "MASK_FROM_OUTPUT"):
+        assert getattr(_backend_cpu, const) == getattr(cuda_backend, const)
+
+
+def test_importing_the_cuda_backend_loads_no_cuda():
+    code = ("import sys, fastbn, fastbn._cuda.backend; "
+            "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda', "
+            "'fastbn._cuda.driver'))]; assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), check=True, timeout=120)
+
+
+def _gpu_present():
+    if not HAVE_NUMBA_CUDA:
+        return False
+    from numba import cuda
+    return cuda.is_available()
+
+
+@pytest.mark.skipif(_gpu_present(), reason="a GPU is present")
+@pytest.mark.parametrize("call", [
+    lambda x: fastbn.batch_norm(x, np.zeros(3), np.ones(3), device="cuda"),
+    lambda x: fastbn.batch_norm_train(x, device="cuda:0"),
+    lambda x: fastbn.moments(x, axis=0, device="cuda"),
+])
+def test_cuda_without_gpu_is_a_clear_error(call):
+    x = np.ones((4, 3))
+    with pytest.raises(CudaUnavailableError, match="CUDA was requested but cannot be used: "
+                                                   "(no usable CUDA GPU|the numba-cuda package)"):
+        call(x)
+    assert issubclass(CudaUnavailableError, RuntimeError)
+
+
+class _HostArray(np.ndarray):
+    """A host array standing in for a device array when kernels are only compiled."""
+
+    def copy_to_host(self):
+        return np.asarray(self)
+
+
+@pytest.fixture
+def compile_instead_of_launch(monkeypatch):
+    """Patch the driver so that each launch compiles its kernel to PTX (cc 8.0) instead of running.
+
+    Device functions take the compute capability from the current device;
+    without a GPU it is given here.  Returns the set of compiled signatures.
+    """
+    if not HAVE_NUMBA_CUDA:
+        pytest.skip("numba-cuda is not installed")
+    import numba
+    from numba import cuda
+    import numba.cuda.dispatcher as dispatcher
+    from fastbn._cuda import driver
+
+    monkeypatch.setattr(dispatcher, "get_current_device",
+                        lambda: types.SimpleNamespace(compute_capability=(8, 0)))
+    try:
+        cuda.compile_ptx(lambda a: None, (numba.float64[::1],), cc=(8, 0))
+    except Exception as exc:  # NVVM/NVRTC libraries missing: nothing to compile with
+        pytest.skip(f"cannot compile PTX here: {str(exc).splitlines()[0]}")
+    compiled = set()
+
+    def compile_only(kernel, blocks, *args):
+        sig = tuple(numba.typeof(a) for a in args)
+        key = (kernel.py_func.__module__, kernel.py_func.__name__, sig)
+        if key not in compiled:
+            cuda.compile_ptx(kernel.py_func, sig, cc=(8, 0))
+            compiled.add(key)
+
+    monkeypatch.setattr(driver, "_launch", compile_only)
+    monkeypatch.setattr(driver, "_launch_vector", compile_only)
+    monkeypatch.setattr(driver, "empty", lambda shape, dtype=np.float64:
+                        np.zeros(shape, dtype).view(_HostArray))
+    monkeypatch.setattr(driver, "device_vector", lambda v: np.asarray(v, np.float64))
+    monkeypatch.setattr(driver, "cuda_module", lambda: types.SimpleNamespace(
+        to_device=lambda a: np.asarray(a).view(_HostArray)))
+    return driver, compiled
+
+
+@pytest.mark.slow
+def test_every_launch_compiles_for_the_gpu(compile_instead_of_launch):
+    driver, compiled = compile_instead_of_launch
+    for dtype in (np.float32, np.float64):
+        for shape in ((2, 3, 4), (5, 3, 1)):   # channel runs, channel-contiguous rows
+            x = np.zeros(shape, dtype)
+            v = np.zeros(shape[1])
+            driver.train_forward(x, v, v, 1e-5, None, False, x)
+            driver.normalize(x, v, v, v, v, x, True, x)
+            for mask in range(3):
+                driver.backward(x, x, x if mask == 2 else None, v, v, v, v, mask, True, x, None)
+            driver.backward(x, x, x, v, v, v, v, 2, False, x, x)
+        driver.converted(np.zeros(3, dtype), np.float64)
+        driver.converted(np.zeros(3), dtype)
+        driver.blend(np.zeros(3, dtype), np.zeros(3), 0.1)
+    driver.converted(np.zeros(3), np.float16)
+    driver.converted(np.zeros(3, np.float16), np.float64)
+    driver.filled(3, 1.0)
+    driver.divide(np.zeros(3), 2)
+    driver.multiply(np.zeros(3), np.zeros(3))
+    driver.inverse_std(np.zeros(3), 1.0, 1e-5)
+    assert driver.all_finite(np.zeros(3), np.zeros(3))
+    from fastbn._cuda import _kernels_common, _kernels_rows, _kernels_runs
+    defined = {(m.__name__, n) for m in (_kernels_common, _kernels_rows, _kernels_runs)
+               for n, k in vars(m).items()
+               if hasattr(k, "py_func") and not k.targetoptions.get("device")}
+    assert {(m, n) for m, n, _ in compiled} == defined
