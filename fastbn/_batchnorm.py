@@ -234,6 +234,21 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, out=None, d
     -------
     (dx, dweight, dbias) or, with ``residual=True``, (dx, dweight, dbias, dresidual).
     """
+    return _backward(dy, x, mean, invstd, weight, axis=axis, out=out, device=device, bias=bias,
+                     activation=activation, output=output, residual=residual,
+                     batch_stats=batch_stats)
+
+
+def _backward(dy, x, mean, invstd, weight, *, axis, out, device, bias, activation, output,
+              residual, batch_stats, reduce_sums=None):
+    """:func:`batch_norm_backward`, optionally with the gradient sums reduced across processes.
+
+    ``reduce_sums(sum_g, sum_gx, count) -> (sum_g, sum_gx, count)`` receives this
+    batch's per-channel float64 sums (``sum g``, ``sum g * (x - mean)``) and its
+    values per channel, and returns the totals that dx and the parameter
+    gradients are computed from (SyncBatchNorm's all-ranks sums).  None: this
+    batch alone, in the fused one-pass kernel.
+    """
     be = _dispatch.backend(x, device)
     prep = _Prepared(be, x, axis)
     dy = _check_same_as_x(prep, dy, "dy")
@@ -253,10 +268,13 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, out=None, d
     dres, dres3 = (None, None)
     if residual and use_relu:
         dres, dres3 = prep.output(None, ())
-    sum_g, sum_gx = be.backward(prep.view(dy), prep.view(prep.xc), prep.view(output),
-                                prep.vector(mean, 0.0), prep.vector(invstd, 1.0),
-                                prep.vector(weight, 1.0), prep.vector(bias, 0.0), mask,
-                                bool(batch_stats), dx3, dres3)
+    args = (prep.view(dy), prep.view(prep.xc), prep.view(output), prep.vector(mean, 0.0),
+            prep.vector(invstd, 1.0), prep.vector(weight, 1.0), prep.vector(bias, 0.0), mask)
+    if reduce_sums is None:
+        sum_g, sum_gx = be.backward(*args, bool(batch_stats), dx3, dres3)
+    else:
+        sum_g, sum_gx, count = reduce_sums(*be.grad_sums(*args), prep.count)
+        be.input_grad(*args, sum_g, sum_gx, count, bool(batch_stats), dx3, dres3)
     dweight = dbias = None
     if weight is not None:
         dweight = prep.export(be.like(be.multiply(sum_gx, prep.vector(invstd, 1.0)), weight))

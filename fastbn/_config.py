@@ -27,5 +27,16 @@ SLAB_CACHE_BYTES = 1 << 20
 #: fewer channels the reduced axis is split into chunks across threads.
 CHANNELS_PER_THREAD = 4
 
-#: Below this many elements the Cython inference path runs on one thread.
-INFERENCE_PARALLEL_MIN_ELEMENTS = 1 << 15
+#: Below this many elements every CPU kernel (Numba and the Cython inference
+#: path) runs on one thread: a parallel region costs more than it saves there,
+#: and on a busy machine each one risks waiting for a descheduled thread.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+#: Row-wise norms (layer/group/instance/RMS): at most this many row blocks hold
+#: the backward's affine-gradient partials (``2 * ROW_BLOCKS * len(weight)``
+#: float64s, fixed by the shape, independent of the batch).
+ROW_BLOCKS = 64
+
+#: Row-wise norms: rows per thread from which a task takes whole rows rather
+#: than pieces of rows.
+ROWS_PER_THREAD = 4

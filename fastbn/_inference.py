@@ -4,7 +4,7 @@ This module must never import Numba (importing it costs ~0.3 s of an inference
 service's start-up); it needs only NumPy and the ahead-of-time extension.
 """
 
-from fastbn import _config, _threads
+from fastbn import _threads
 
 try:
     from fastbn._ext import _inference as _ext
@@ -32,9 +32,7 @@ def openmp_enabled():
 
 def _num_threads(size):
     """Threads for ``size`` elements: 1 below the parallel threshold."""
-    if size < _config.INFERENCE_PARALLEL_MIN_ELEMENTS:
-        return 1
-    return _threads.get_num_threads()
+    return _threads.threads_for(size)
 
 
 def normalize_eval(x3, running_mean, running_var, weight, bias, eps, relu,
@@ -50,7 +48,7 @@ def normalize_eval(x3, running_mean, running_var, weight, bias, eps, relu,
     no cached scale/shift can go stale when parameters are mutated in place.
 
     The GIL is released for the whole computation; arrays of at least
-    ``fastbn._config.INFERENCE_PARALLEL_MIN_ELEMENTS`` elements use
+    ``fastbn._config.PARALLEL_MIN_ELEMENTS`` elements use
     ``fastbn.get_num_threads()`` threads.  The result does not depend on the
     thread count.  Arguments are trusted to have been validated by the caller.
 

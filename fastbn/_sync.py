@@ -64,10 +64,11 @@ class SyncBatchNorm(_BatchNorm):
 
     Every process of ``comm`` calls ``forward`` and ``backward`` together, each
     with its own slice of the batch (slices may differ in size along the batch
-    axis, and may be empty); the results equal :class:`fastbn.BatchNorm2d` on
-    the slices concatenated in rank order.  The biased global variance
-    normalises, the unbiased one (from the global count) feeds ``running_var``;
-    running statistics and ``num_batches_tracked`` stay identical on every rank.
+    axis, and in training may be empty); the results equal
+    :class:`fastbn.BatchNorm2d` on the slices concatenated in rank order.  The
+    biased global variance normalises, the unbiased one (from the global count)
+    feeds ``running_var``; running statistics and ``num_batches_tracked`` stay
+    identical on every rank.
 
     Statistics are exchanged only in training mode (forward: one ``Allgather``
     of ``2 * C + 1`` float64 per rank; backward: one more).  In eval mode the
@@ -107,9 +108,10 @@ class SyncBatchNorm(_BatchNorm):
 
     Notes
     -----
-    A call that fails on one rank (a bad input, or a global batch with a
-    single value per channel) raises on every rank, and changes nothing on any.
-    ``renorm`` and ``virtual_batch_size`` are not supported.
+    Training takes NumPy (CPU) arrays.  A call that fails on one rank (a bad
+    input, or a global batch with a single value per channel) raises on every
+    rank, and changes nothing on any.  ``renorm`` and ``virtual_batch_size``
+    are not supported.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
@@ -164,6 +166,9 @@ class SyncBatchNorm(_BatchNorm):
 
     def _global_moments(self, x):
         """``(count, mean, m2)`` of the global batch: the local ones merged in rank order."""
+        if _dispatch.is_device_array(x):
+            raise TypeError(f"{type(self).__name__} trains on NumPy (CPU) arrays, got a CUDA "
+                            f"array {type(x).__name__}")
         C = self.num_features
         count, mean, m2 = 0, np.zeros(C), np.zeros(C)
         if x.size:

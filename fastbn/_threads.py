@@ -21,6 +21,12 @@ def get_num_threads():
     return _requested if _requested is not None else default_num_threads()
 
 
+def threads_for(size):
+    """Threads for a kernel over ``size`` elements: one below ``PARALLEL_MIN_ELEMENTS``."""
+    from . import _config
+    return 1 if size < _config.PARALLEL_MIN_ELEMENTS else get_num_threads()
+
+
 def set_num_threads(n):
     """Set the threads used by fastbn's CPU kernels (``None`` restores the default).
 

@@ -15,14 +15,6 @@ import fastbn
 from oracle import batch_norm_ref, batch_stats_ref, numerical_grad
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run faster on one thread (results never depend on the thread count)."""
-    fastbn.set_num_threads(1)
-    yield
-    fastbn.set_num_threads(None)
-
-
 MOMENTUM, EPS = 0.2, 1e-3
 
 

@@ -122,9 +122,9 @@ def test_parallel_bitwise_equals_serial(monkeypatch, shape, dtype):
     """Blocks depend on the shape only; threads never change a result."""
     x, rm, rv, w, b = make(shape, dtype)
     r = make(shape, dtype, seed=4)[0]
-    monkeypatch.setattr(_config, "INFERENCE_PARALLEL_MIN_ELEMENTS", 1 << 62)
+    monkeypatch.setattr(_config, "PARALLEL_MIN_ELEMENTS", 1 << 62)
     serial = run(x, rm, rv, w, b, 1e-5, True, r)
-    monkeypatch.setattr(_config, "INFERENCE_PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(_config, "PARALLEL_MIN_ELEMENTS", 1)
     parallel = run(x, rm, rv, w, b, 1e-5, True, r)
     np.testing.assert_array_equal(serial, parallel)
     np.testing.assert_array_equal(serial, oracle(x, rm, rv, w, b, 1e-5, True, r))

@@ -7,6 +7,8 @@ paths (whole rows / pieces of rows) and the multi-chunk rows.
 import numpy as np
 import pytest
 from conftest import tolerance
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oracle import (batch_norm_backward_ref, batch_norm_ref, group_norm_backward_ref,
                     group_norm_ref, instance_norm_backward_ref, instance_norm_ref,
                     layer_norm_backward_ref, layer_norm_ref, numerical_grad, rms_norm_ref)
@@ -274,3 +276,35 @@ def test_nan_stays_in_its_row():
     x[1, 2] = np.nan
     y = fastbn.layer_norm(x, 4)
     assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2]]).all()
+
+
+# --- properties over random geometries -------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 7), min_size=2, max_size=4), trailing=st.integers(1, 3),
+       dtype=st.sampled_from(["f4", "f8"]), transpose=st.booleans(), seed=st.integers(0, 99))
+def test_property_layer_and_group_norm(shape, trailing, dtype, transpose, seed):
+    """Random shapes, normalised dims, group counts and memory orders against the oracle."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    if transpose:   # a non-contiguous view with the same logical shape
+        x = np.ascontiguousarray(x.T).T
+    dy = rng.standard_normal(shape).astype(dtype)
+    ns = tuple(shape[len(shape) - min(trailing, len(shape)):])
+    w = rng.standard_normal(ns).astype(dtype)
+    y, mean, invstd = fastbn.layer_norm_train(x, ns, w, w)
+    _close(y, layer_norm_ref(x, ns, w, w)[0], dtype, 10)
+    for got, want in zip(fastbn.layer_norm_backward(dy, x, mean, invstd, ns, w),
+                         layer_norm_backward_ref(dy, x, ns, w)):
+        _close(got, want, dtype, 10)
+    C = shape[1]
+    divisors = [g for g in range(1, C + 1) if C % g == 0]
+    groups = divisors[seed % len(divisors)]
+    if shape[0] * np.prod(shape[1:]) // groups > 1:
+        wc = rng.standard_normal(C).astype(dtype)
+        y, mean, invstd = fastbn.group_norm_train(x, groups, wc, wc)
+        _close(y, group_norm_ref(x, groups, wc, wc)[0], dtype, 10)
+        for got, want in zip(fastbn.group_norm_backward(dy, x, mean, invstd, groups, wc),
+                             group_norm_backward_ref(dy, x, groups, wc)):
+            _close(got, want, dtype, 10)

@@ -51,7 +51,7 @@ def test_pieces_path_equals_whole_rows_path(monkeypatch, chunk):
     monkeypatch.setattr(rowwise_driver, "_whole_rows", lambda R, n: True)
     whole = _all_results()
     monkeypatch.setattr(rowwise_driver, "_whole_rows",
-                        lambda R, n: R > rowwise_driver.ROW_BLOCKS)
+                        lambda R, n: R > _config.ROW_BLOCKS)
     pieces = _all_results()
     for a, b in zip(whole, pieces):
         np.testing.assert_array_equal(a, b)

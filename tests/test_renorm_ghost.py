@@ -8,14 +8,6 @@ from fastbn import _renorm
 from oracle import batch_stats_ref, numerical_grad
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run faster on one thread (results never depend on the thread count)."""
-    fastbn.set_num_threads(1)
-    yield
-    fastbn.set_num_threads(None)
-
-
 LAYOUTS = [((8, 3), 1), ((4, 3, 5), 1), ((4, 5, 3), -1)]
 
 

@@ -9,14 +9,6 @@ import pytest
 import fastbn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run faster on one thread (results never depend on the thread count)."""
-    fastbn.set_num_threads(1)
-    yield
-    fastbn.set_num_threads(None)
-
-
 def _trained(rng, **kwargs):
     """A BatchNorm2d(3) with non-trivial parameters and statistics."""
     f = fastbn.BatchNorm2d(3, **kwargs)

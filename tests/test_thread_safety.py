@@ -58,7 +58,7 @@ def test_gil_is_released_during_the_call(monkeypatch):
     worker can never be forced off the GIL: the main thread gets to run inside
     a call only if the call itself released it.  No timing is asserted.
     """
-    monkeypatch.setattr(_config, "INFERENCE_PARALLEL_MIN_ELEMENTS", 1 << 62)  # serial calls
+    monkeypatch.setattr(_config, "PARALLEL_MIN_ELEMENTS", 1 << 62)  # serial calls
     x = np.ones((1, 1, 1 << 22), np.float32)
     y = np.empty_like(x)
     p = params(1)

@@ -10,10 +10,11 @@ pays for the float64 compilation.
 
 import functools
 
+import numba
 import numpy as np
 from numba import njit, types
 
-from .. import _welford
+from .. import _threads, _welford
 
 F64 = types.float64
 I64 = types.int64
@@ -52,6 +53,13 @@ class Kernel:
 
     def __call__(self, first, *rest):
         return self.dispatcher(first.dtype)(first, *rest)
+
+
+def launch_threads(size):
+    """Set Numba's threads for kernels over ``size`` elements; returns the count."""
+    n = _threads.threads_for(size)
+    numba.set_num_threads(n)
+    return n
 
 
 def kernel(signature_of):

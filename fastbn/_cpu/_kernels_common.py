@@ -1,15 +1,18 @@
-"""Per-channel folds of chunk partials, in a fixed order (chunk 0, 1, 2, ...)."""
+"""Per-channel folds of chunk partials, in a fixed order (chunk 0, 1, 2, ...).
 
-from numba import njit, prange
+Serial: a fold is a few operations per chunk, far less than a parallel region costs.
+"""
+
+from numba import njit
 
 from ._jit import PARTIALS_IN, VEC, chan_merge
 
 
-@njit((PARTIALS_IN, VEC, VEC, VEC), parallel=True, nogil=True, cache=True)
+@njit((PARTIALS_IN, VEC, VEC, VEC), nogil=True, cache=True)
 def merge_moments(part, count_out, mean_out, m2_out):
     """Chan-merge ``part[c, :] = (count, mean, m2)`` left to right for each channel."""
     C, nch, _ = part.shape
-    for c in prange(C):
+    for c in range(C):
         n = m = m2 = 0.0
         for j in range(nch):
             n, m, m2 = chan_merge(n, m, m2, part[c, j, 0], part[c, j, 1], part[c, j, 2])
@@ -18,11 +21,11 @@ def merge_moments(part, count_out, mean_out, m2_out):
         m2_out[c] = m2
 
 
-@njit((PARTIALS_IN, VEC, VEC), parallel=True, nogil=True, cache=True)
+@njit((PARTIALS_IN, VEC, VEC), nogil=True, cache=True)
 def sum_grad_partials(part, sum_g_out, sum_gx_out):
     """Add ``part[c, :] = (sum g, sum g * xc)`` left to right for each channel."""
     C, nch, _ = part.shape
-    for c in prange(C):
+    for c in range(C):
         sg = 0.0
         sgx = 0.0
         for j in range(nch):

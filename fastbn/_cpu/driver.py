@@ -7,21 +7,16 @@ decomposition runs may depend on the thread count; the result never does,
 because every path folds the same chunk partials in the same order.
 """
 
-import numba
 import numpy as np
 
-from .. import _config, _threads
+from .. import _config
 from . import _kernels_common as common
+from ._jit import launch_threads
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
 
 from ._primitives import (MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,  # noqa: F401
                           MASK_RECOMPUTE)
-
-
-def _launch_threads():
-    numba.set_num_threads(_threads.get_num_threads())
-    return numba.get_num_threads()
 
 
 def _chunking(O, I):
@@ -66,7 +61,7 @@ def _moment_partials(x3):
 
 def moments(x3):
     """Per-channel ``(count, mean, m2)`` over axes 0 and 2 of ``x3``, float64."""
-    _launch_threads()
+    launch_threads(x3.size)
     C = x3.shape[1]
     part = _moment_partials(x3)
     count, mean, m2 = np.empty(C), np.empty(C), np.empty(C)
@@ -76,7 +71,7 @@ def moments(x3):
 
 def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     """``y3 = act((x3 - mean) * invstd * weight + bias [+ res3])``."""
-    _launch_threads()
+    launch_threads(x3.size)
     has_res = res3 is not None
     res3 = res3 if has_res else x3
     if x3.shape[2] == 1:
@@ -88,7 +83,7 @@ def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
 
 def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     """Batch statistics and the normalised output; returns ``(mean, invstd, m2)``."""
-    nthreads = _launch_threads()
+    nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
     if I > 1 and _per_channel(C, nthreads):
         mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
@@ -115,7 +110,7 @@ def _grad_setup(x3, y3, mask_mode, dx3, dres3):
 
 def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     """Per-channel ``(sum g, sum g * (x - mean))``, g = dy through the activation."""
-    _launch_threads()
+    launch_threads(x3.size)
     O, C, I = x3.shape
     y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
     sum_g, sum_gx = np.empty(C), np.empty(C)
@@ -135,7 +130,7 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
 def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
                batch_stats, dx3, dres3):
     """dx from gradient sums taken over ``count`` elements per channel (all ranks' for sync BN)."""
-    _launch_threads()
+    launch_threads(x3.size)
     O, C, I = x3.shape
     y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
     if I == 1:
@@ -153,7 +148,7 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
     ``y3`` is the saved forward output, read only for ``MASK_FROM_OUTPUT``.
     Many channels: one pass per channel slab with the second pass from cache.
     """
-    nthreads = _launch_threads()
+    nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
     if I > 1 and _per_channel(C, nthreads):
         y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)

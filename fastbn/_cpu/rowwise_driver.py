@@ -9,24 +9,12 @@ Both fold the same partials in the same order, so the thread count never
 changes a bit of the result.
 """
 
-import numba
 import numpy as np
 
-from .. import _config, _threads
+from .. import _config
 from . import _kernels_common as common
 from . import _kernels_rowwise as rw
-
-#: Row blocks of the backward's affine-grad partials (at most; fixed by the shape): the
-#: partials take ``2 * ROW_BLOCKS * len(weight)`` float64s, independent of the batch.
-ROW_BLOCKS = 64
-
-#: Rows per thread from which a task takes whole rows rather than pieces of rows.
-ROWS_PER_THREAD = 4
-
-
-def _launch_threads():
-    numba.set_num_threads(_threads.get_num_threads())
-    return numba.get_num_threads()
+from ._jit import launch_threads
 
 
 def _geometry(K, G, inner):
@@ -38,10 +26,10 @@ def _geometry(K, G, inner):
 def _whole_rows(R, nthreads):
     """Whether one-row-per-task keeps every thread busy.
 
-    The pieces path is taken only when ``R <= ROW_BLOCKS``, where every row is its
+    The pieces path is taken only when ``R <= _config.ROW_BLOCKS``, where every row is its
     own block of affine partials, which is what keeps both paths bitwise equal.
     """
-    return R > ROW_BLOCKS or R >= ROWS_PER_THREAD * nthreads or (R >= nthreads
+    return R > _config.ROW_BLOCKS or R >= _config.ROWS_PER_THREAD * nthreads or (R >= nthreads
                                                                 and R % nthreads == 0)
 
 
@@ -50,7 +38,7 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
 
     ``centered`` False is RMSNorm: ``mean`` is 0 and ``var`` is ``mean(x**2)``.
     """
-    nthreads = _launch_threads()
+    nthreads = launch_threads(x3.size)
     R, K = x3.shape[1], x3.shape[2]
     geom = _geometry(K, G, inner)
     mean, var = np.empty(R), np.empty(R)
@@ -69,7 +57,7 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
 
 def normalize(x3, G, inner, mean, invstd, weight, bias, y3):
     """``y3 = (x3 - mean) * invstd * weight + bias`` with given per-row statistics."""
-    _launch_threads()
+    launch_threads(x3.size)
     rw.pieces_normalize(x3, _geometry(x3.shape[2], G, inner), mean, invstd, weight, bias, y3)
 
 
@@ -78,14 +66,14 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
 
     ``batch_stats`` False: frozen statistics (``dx = invstd * w * dy``).
     """
-    nthreads = _launch_threads()
+    nthreads = launch_threads(x3.size)
     R, K = x3.shape[1], x3.shape[2]
     geom = _geometry(K, G, inner)
     channels = weight.shape[0]
     inv_k = 1.0 / K
     dw, db = np.zeros(channels), np.zeros(channels)
     if _whole_rows(R, nthreads):
-        shape = (min(R, ROW_BLOCKS), channels if want_affine else 0)
+        shape = (min(R, _config.ROW_BLOCKS), channels if want_affine else 0)
         pdw, pdb = np.zeros(shape), np.zeros(shape)
         rw.backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_stats,
                           want_affine, dx3, pdw, pdb)
