@@ -8,8 +8,9 @@ honest about what a real GPU allows:
   no arithmetic, no ``astype``, no N-D transpose, reshape only without a copy;
 * a host NumPy array passed to a kernel fails (it would be copied implicitly).
 
-Tunables are patched small: 4 threads per block, 8-element chunks, so the
-block tree, several chunks per channel and the second merge stage all run.
+Tunables are patched small: 4 threads per block, 8-element chunks (and rows of
+up to 8 elements in one block), so the block tree, several chunks per channel
+and the second merge stage all run.
 """
 
 import os
@@ -87,6 +88,7 @@ def honest_simulator(monkeypatch):
     monkeypatch.setattr(config, "THREADS_PER_BLOCK", 4)
     monkeypatch.setattr(config, "CHUNK_ELEMENTS", 8)
     monkeypatch.setattr(config, "MAX_TILE_WIDTH", 2)
+    monkeypatch.setattr(config, "ROW_BLOCK_ELEMENTS", 8)
 
 
 #: (shape, axis): runs with several runs per chunk, runs cut into pieces, rows

@@ -17,27 +17,32 @@ from ._primitives import (MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE, M
 
 @kernel(lambda t: (arr(t, 2, True), I64, PARTIALS))
 def rows_partials(x2, rows_per_block, part):
-    """``part[c, j] = (count, mean, m2)`` of row block ``j``."""
+    """``part[c, j] = (count, mean, m2)`` of row block ``j``, in one pass.
+
+    Deviations from the block's first row as pivots (see
+    ``_primitives.chunk_moments`` for why that is accurate).
+    """
     R, C = x2.shape
     nblocks = (R + rows_per_block - 1) // rows_per_block
     for j in prange(nblocks):
         r0 = j * rows_per_block
         r1 = min(R, r0 + rows_per_block)
-        total = np.zeros(C)
-        for r in range(r0, r1):
-            for c in range(C):
-                total[c] += x2[r, c]
-        n = float(r1 - r0)
-        mean = total / n
-        m2 = np.zeros(C)
-        for r in range(r0, r1):
-            for c in range(C):
-                d = x2[r, c] - mean[c]
-                m2[c] += d * d
+        pivot = np.empty(C)
         for c in range(C):
+            pivot[c] = x2[r0, c]
+        s1 = np.zeros(C)
+        s2 = np.zeros(C)
+        for r in range(r0, r1):
+            for c in range(C):
+                d = x2[r, c] - pivot[c]
+                s1[c] += d
+                s2[c] += d * d
+        n = float(r1 - r0)
+        for c in range(C):
+            shift = s1[c] / n
             part[c, j, 0] = n
-            part[c, j, 1] = mean[c]
-            part[c, j, 2] = m2[c]
+            part[c, j, 1] = pivot[c] + shift
+            part[c, j, 2] = max(s2[c] - s1[c] * shift, 0.0)
 
 
 @kernel(lambda t: (arr(t, 2, True), I64, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 2, True), BOOL, BOOL,

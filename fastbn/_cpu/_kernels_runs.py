@@ -25,9 +25,9 @@ def runs_partials(x3, geom, part):
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     nch = num_chunks(O, group, nsub)
-    for t in prange(C * nch):
-        c = t // nch
-        j = t - c * nch
+    for t in prange(C * nch):  # in memory order: the channels of chunk row j side by side
+        j = t // C
+        c = t - j * C
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
         n, m, m2 = chunk_moments(x3, c, o0, o1, i0, i1, lanes)
         part[c, j, 0] = n
@@ -77,9 +77,9 @@ def runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode,
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     nch = num_chunks(O, group, nsub)
-    for t in prange(C * nch):
-        c = t // nch
-        j = t - c * nch
+    for t in prange(C * nch):  # in memory order, as in runs_partials
+        j = t // C
+        c = t - j * C
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
         sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], invstd[c] * weight[c],
                                   bias[c], mask_mode, lanes)

@@ -61,32 +61,36 @@ def lane_blocks(seg, lanes):
 
 @device
 def chunk_moments(x3, c, o0, o1, i0, i1, lanes):
-    """``(count, mean, m2)`` of a chunk: a sum pass, then a deviation pass over cached data."""
-    acc = np.zeros(lanes)
-    tail = 0.0
+    """``(count, mean, m2)`` of a chunk in one pass, from sums of deviations from a pivot.
+
+    The pivot ``p`` is the chunk's first element.  With ``d = x - p``,
+    ``m2 = S(d*d) - S(d)**2 / n`` exactly, and because ``p`` is one of the
+    chunk's values, ``n * (p - mean)**2 <= n * m2``: the cancellation costs at
+    most a factor ``n`` (the chunk size) of float64 rounding, far inside float64
+    accuracy, while the data is read once.  Chunks then merge with Chan's
+    formula (``fastbn._welford.chan_merge``).
+    """
+    pivot = np.float64(x3[o0, c, i0])
+    acc1 = np.zeros(lanes)
+    acc2 = np.zeros(lanes)
+    tail1 = 0.0
+    tail2 = 0.0
     for o in range(o0, o1):
         seg = x3[o, c, i0:i1]
         blocks, start = lane_blocks(seg, lanes)
         for t in range(blocks.shape[0]):
             for k in range(lanes):
-                acc[k] += blocks[t, k]
+                d = blocks[t, k] - pivot
+                acc1[k] += d
+                acc2[k] += d * d
         for i in range(start, seg.shape[0]):
-            tail += seg[i]
+            d = seg[i] - pivot
+            tail1 += d
+            tail2 += d * d
     n = float((o1 - o0) * (i1 - i0))
-    mean = (fold_lanes(acc) + tail) / n
-    acc[:] = 0.0
-    tail = 0.0
-    for o in range(o0, o1):
-        seg = x3[o, c, i0:i1]
-        blocks, start = lane_blocks(seg, lanes)
-        for t in range(blocks.shape[0]):
-            for k in range(lanes):
-                d = blocks[t, k] - mean
-                acc[k] += d * d
-        for i in range(start, seg.shape[0]):
-            d = seg[i] - mean
-            tail += d * d
-    return n, mean, fold_lanes(acc) + tail
+    s1 = fold_lanes(acc1) + tail1
+    shift = s1 / n
+    return n, pivot + shift, max(fold_lanes(acc2) + tail2 - s1 * shift, 0.0)
 
 
 @device

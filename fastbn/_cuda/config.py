@@ -15,3 +15,9 @@ CHUNK_ELEMENTS = 16384
 #: Widest column tile of the channel-contiguous rows family (a warp's width):
 #: a block covers ``tile`` adjacent channels and ``CHUNK_ELEMENTS // tile`` rows.
 MAX_TILE_WIDTH = 32
+
+#: Longest row (layer, group, instance and RMS norm) that one block handles whole:
+#: statistics, then the normalise or input-gradient pass over the row while it is
+#: still in cache.  Longer rows are cut into ``CHUNK_ELEMENTS`` pieces whose partials
+#: merge in a second launch (one more read of the row).
+ROW_BLOCK_ELEMENTS = 16384
