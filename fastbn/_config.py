@@ -15,9 +15,13 @@ CHUNK_ELEMENTS = 4096
 #: run across them, so they vectorise; part of the fixed rounding order.
 SUM_LANES = 64
 
+#: Row kernels: at least this many elements per tile of consecutive rows, so a
+#: vector loop runs over a long contiguous span even when C is small.
+ROW_TILE_ELEMENTS = 512
+
 #: Target elements per row block for channel-contiguous rows ((N, C) and
-#: channels-last); the block height is ``max(1, ROW_BLOCK_ELEMENTS // C)``.
-ROW_BLOCK_ELEMENTS = 1 << 18
+#: channels-last), rounded to whole tiles.
+ROW_BLOCK_ELEMENTS = 1 << 16
 
 #: A channel's slab (bytes) up to which the training forward/backward read it
 #: once from memory and re-read it from cache (statistics, then normalise).

@@ -33,8 +33,10 @@ def _num_chunks(O, geom):
     return -(-O // int(geom[0])) * int(geom[2])
 
 
-def _rows_per_block(C):
-    return max(1, _config.ROW_BLOCK_ELEMENTS // C)
+def _row_blocking(C):
+    """``(rows_per_block, tile_rows)`` of the row kernels, fixed by C (see ``_kernels_rows``)."""
+    tile_rows = max(1, _config.ROW_TILE_ELEMENTS // C)
+    return max(1, _config.ROW_BLOCK_ELEMENTS // (C * tile_rows)) * tile_rows, tile_rows
 
 
 def _per_channel(C, nthreads):
@@ -49,9 +51,9 @@ def _rows(a3):
 def _moment_partials(x3):
     O, C, I = x3.shape
     if I == 1:
-        rb = _rows_per_block(C)
+        rb, tile = _row_blocking(C)
         part = np.empty((C, -(-O // rb), 3))
-        rows.rows_partials(_rows(x3), rb, part)
+        rows.rows_partials(_rows(x3), rb, tile, part)
     else:
         geom = _chunking(O, I)
         part = np.empty((C, _num_chunks(O, geom), 3))
@@ -75,7 +77,7 @@ def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     has_res = res3 is not None
     res3 = res3 if has_res else x3
     if x3.shape[2] == 1:
-        rows.rows_normalize(_rows(x3), _rows_per_block(x3.shape[1]), mean, invstd, weight, bias,
+        rows.rows_normalize(_rows(x3), *_row_blocking(x3.shape[1]), mean, invstd, weight, bias,
                             _rows(res3), has_res, use_relu, _rows(y3))
     else:
         runs.runs_normalize(x3, mean, invstd, weight, bias, res3, has_res, use_relu, y3)
@@ -115,10 +117,10 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
     sum_g, sum_gx = np.empty(C), np.empty(C)
     if I == 1:
-        rb = _rows_per_block(C)
+        rb, tile = _row_blocking(C)
         part = np.empty((C, -(-O // rb), 2))
-        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), rb, mean, invstd, weight, bias,
-                                mask_mode, part)
+        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), rb, tile, mean, invstd, weight,
+                                bias, mask_mode, part)
     else:
         geom = _chunking(O, I)
         part = np.empty((C, _num_chunks(O, geom), 2))
@@ -134,7 +136,7 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
     O, C, I = x3.shape
     y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
     if I == 1:
-        rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), _rows_per_block(C), mean, invstd,
+        rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), *_row_blocking(C), mean, invstd,
                              weight, bias, mask_mode, sum_g, sum_gx, float(count), batch_stats,
                              _rows(dx3), _rows(dres3))
     else:
