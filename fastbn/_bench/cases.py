@@ -76,6 +76,7 @@ class Inputs:
     running_mean: object
     running_var: object
     groups: int
+    residual: object = None
     eps: float = 1e-5
     momentum: float = 0.1
 
@@ -119,6 +120,7 @@ def make_inputs(shape, dtype, family, seed=0):
         running_mean=np.zeros(c, dtype),
         running_var=np.ones(c, dtype),
         groups=family.groups(shape),
+        residual=rng.standard_normal(shape.array_shape, dtype=np.float32).astype(dtype),
     )
 
 
@@ -134,6 +136,9 @@ BATCH_NORM = Family(
     "batch_norm",
     shapes=(Shape((32, 64, 56, 56)), Shape((32, 64, 56, 56), True), Shape((4096, 1024))),
     quick_shapes=(Shape((8, 32, 28, 28)), Shape((8, 32, 28, 28), True), Shape((1024, 256))),
+    param_shape=_channels, accepts=lambda s: True)
+BATCH_NORM_RELU = Family(
+    "batch_norm_relu", shapes=(Shape((32, 64, 56, 56)),), quick_shapes=(Shape((8, 32, 28, 28)),),
     param_shape=_channels, accepts=lambda s: True)
 LAYER_NORM = Family(
     "layer_norm", shapes=(Shape((64, 197, 768)),), quick_shapes=(Shape((16, 49, 256)),),
@@ -172,6 +177,31 @@ def _fastbn_bn_eval(i):
     out = _out(i.x)
     return lambda: fastbn.batch_norm(i.x, i.running_mean, i.running_var, i.weight, i.bias,
                                      training=False, eps=i.eps, axis=i.shape.axis, out=out)
+
+
+def _fastbn_bn_epilogue_forward(residual):
+    """BN + ReLU (``residual``: BN + add + ReLU) training forward, fused."""
+    def setup(i):
+        out = _out(i.x)
+        res = i.residual if residual else None
+        return lambda: fastbn.batch_norm_train(
+            i.x, i.weight, i.bias, i.eps, axis=i.shape.axis, running_mean=i.running_mean,
+            running_var=i.running_var, momentum=i.momentum, out=out, activation="relu",
+            residual=res)
+    return setup
+
+
+def _fastbn_bn_epilogue_backward(residual):
+    """Backward through ReLU (and the add) and BN, fused; returns dresidual too."""
+    def setup(i):
+        res = i.residual if residual else None
+        y, mean, invstd = fastbn.batch_norm_train(i.x, i.weight, i.bias, i.eps, axis=i.shape.axis,
+                                                  activation="relu", residual=res)
+        out = _out(i.x)
+        return lambda: fastbn.batch_norm_backward(
+            i.dy, i.x, mean, invstd, i.weight, axis=i.shape.axis, bias=i.bias,
+            activation="relu", output=y if residual else None, residual=residual, out=out)
+    return setup
 
 
 def _fastbn_ln_forward(i):
@@ -218,6 +248,23 @@ def _numpy_bn_eval(i):
                                              i.bias, i.eps, i.shape.axis)
 
 
+def _numpy_bn_epilogue_forward(residual):
+    def setup(i):
+        res = i.residual if residual else 0.0
+        return lambda: np.maximum(
+            reference.batch_norm_train(i.x, i.weight, i.bias, i.eps, i.shape.axis)[0] + res, 0)
+    return setup
+
+
+def _numpy_bn_epilogue_backward(residual):
+    def setup(i):
+        y, mean, invstd = reference.batch_norm_train(i.x, i.weight, i.bias, i.eps, i.shape.axis)
+        y = np.maximum(y + (i.residual if residual else 0.0), 0)
+        return lambda: reference.batch_norm_backward(np.where(y > 0, i.dy, 0), i.x, mean, invstd,
+                                                     i.weight, i.shape.axis)
+    return setup
+
+
 def _numpy_ln_forward(i):
     return lambda: reference.layer_norm(i.x, _last_dim(i.shape), i.weight, i.bias, i.eps)
 
@@ -247,6 +294,18 @@ OPS = (
        _fastbn_bn_backward, _numpy_bn_backward, torch_ref.batch_norm_backward),
     Op("batch_norm.eval", BATCH_NORM, ("batch_norm",), 2,
        _fastbn_bn_eval, _numpy_bn_eval, torch_ref.batch_norm_eval),
+    Op("batch_norm_relu.forward", BATCH_NORM_RELU, ("batch_norm_train",), 2,
+       _fastbn_bn_epilogue_forward(False), _numpy_bn_epilogue_forward(False),
+       torch_ref.batch_norm_relu_forward),
+    Op("batch_norm_relu.backward", BATCH_NORM_RELU, ("batch_norm_backward",), 3,
+       _fastbn_bn_epilogue_backward(False), _numpy_bn_epilogue_backward(False),
+       torch_ref.batch_norm_relu_backward),
+    Op("batch_norm_add_relu.forward", BATCH_NORM_RELU, ("batch_norm_train",), 3,
+       _fastbn_bn_epilogue_forward(True), _numpy_bn_epilogue_forward(True),
+       torch_ref.batch_norm_add_relu_forward),
+    Op("batch_norm_add_relu.backward", BATCH_NORM_RELU, ("batch_norm_backward",), 5,
+       _fastbn_bn_epilogue_backward(True), _numpy_bn_epilogue_backward(True),
+       torch_ref.batch_norm_add_relu_backward),
     Op("layer_norm.forward", LAYER_NORM, ("layer_norm",), 2,
        _fastbn_ln_forward, _numpy_ln_forward, torch_ref.layer_norm_forward),
     Op("layer_norm.backward", LAYER_NORM, ("layer_norm_train", "layer_norm_backward"), 3,

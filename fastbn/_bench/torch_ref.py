@@ -41,6 +41,7 @@ class _Ctx:
         self.b = _tensor(torch, i.bias, i.shape, device, grad)
         self.rm = _tensor(torch, i.running_mean.copy(), i.shape, device)
         self.rv = _tensor(torch, i.running_var.copy(), i.shape, device)
+        self.res = None if i.residual is None else _tensor(torch, i.residual, i.shape, device)
 
 
 def _timed_forward(forward):
@@ -70,6 +71,14 @@ def _bn_train(c, i):
                                             momentum=i.momentum, eps=i.eps)
 
 
+def _bn_relu(c, i):
+    return c.torch.relu(_bn_train(c, i))
+
+
+def _bn_add_relu(c, i):
+    return c.torch.relu(_bn_train(c, i) + c.res)
+
+
 def _bn_eval(c, i):
     return c.torch.nn.functional.batch_norm(c.x, c.rm, c.rv, c.w, c.b, training=False, eps=i.eps)
 
@@ -90,6 +99,10 @@ def _instance_norm(c, i):
 batch_norm_forward = _timed_forward(_bn_train)
 batch_norm_backward = _timed_backward(_bn_train)
 batch_norm_eval = _timed_forward(_bn_eval)
+batch_norm_relu_forward = _timed_forward(_bn_relu)
+batch_norm_relu_backward = _timed_backward(_bn_relu)
+batch_norm_add_relu_forward = _timed_forward(_bn_add_relu)
+batch_norm_add_relu_backward = _timed_backward(_bn_add_relu)
 layer_norm_forward = _timed_forward(_layer_norm)
 layer_norm_backward = _timed_backward(_layer_norm)
 group_norm_forward = _timed_forward(_group_norm)
