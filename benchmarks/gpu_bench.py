@@ -13,11 +13,15 @@ timed the same way: an op's achieved bandwidth is the bytes it must move
 (``passes`` times the array's size: training forward 2 reads + 1 write,
 backward 4 reads + 1 write) over its time, and the table gives it as a fraction
 of the copy's.  PyTorch's ``batch_norm`` (cuDNN) runs on the same data when
-torch with CUDA is installed.  Results are checked against fastbn's CPU backend
-on the same input before anything is timed.
+torch with CUDA is installed.  Layer norm (over ``x.shape[1:]``, per-element
+affine), group norm (``gcd(32, C)`` groups) and instance norm run on the same
+array, training forward and forward+backward with affine grads, against
+``torch.nn.functional``'s namesakes.  Results are checked against fastbn's CPU
+backend on the same input before anything is timed.
 """
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -29,10 +33,38 @@ import numpy as np
 OPS = [("eval forward", 2), ("train forward", 3), ("backward", 5),
        ("train forward+backward", 8), ("moments", 1)]
 
+#: The row-wise norms, each timed as ``<name> train forward`` (3 passes) and
+#: ``<name> forward+backward`` (8 passes).
+NORMS = ("layer norm", "group norm", "instance norm")
+OPS += [(f"{n} {op}", passes) for n in NORMS for op, passes in (("train forward", 3),
+                                                                  ("forward+backward", 8))]
 
-def fastbn_ops(fastbn, x, dy, w, b, rm, rv):
+
+def norm_calls(fastbn, shape, w_elem, b_elem, w, b):
+    """``{name: (train, backward)}``: ``train(x) -> (y, *stats)``, ``backward(dy, x, stats)``.
+
+    ``w_elem``/``b_elem`` are layer norm's (``shape[1:]``), ``w``/``b`` per channel.
+    """
+    groups = math.gcd(32, shape[1])
+    ns = tuple(shape[1:])
+    return {
+        "layer norm": (lambda x: fastbn.layer_norm_train(x, ns, w_elem, b_elem),
+                       lambda dy, x, st: fastbn.layer_norm_backward(dy, x, *st, ns, w_elem)),
+        "group norm": (lambda x: fastbn.group_norm_train(x, groups, w, b),
+                       lambda dy, x, st: fastbn.group_norm_backward(dy, x, *st, groups, w)),
+        "instance norm": (lambda x: fastbn.instance_norm_train(x, w, b),
+                          lambda dy, x, st: fastbn.instance_norm_backward(dy, x, *st, w)),
+    }
+
+
+def fastbn_ops(fastbn, x, dy, w, b, rm, rv, w_elem, b_elem):
     """``{name: zero-argument callable}`` running each op on device arrays."""
     saved = {}
+    norms = {}
+    for name, (train, backward) in norm_calls(fastbn, x.shape, w_elem, b_elem, w, b).items():
+        norms[f"{name} train forward"] = lambda train=train: train(x)
+        norms[f"{name} forward+backward"] = \
+            lambda train=train, backward=backward: backward(dy, x, train(x)[1:])
 
     def forward():
         saved["y"], saved["mean"], saved["invstd"] = fastbn.batch_norm_train(x, w, b)
@@ -46,10 +78,11 @@ def fastbn_ops(fastbn, x, dy, w, b, rm, rv):
             "train forward": forward,
             "backward": backward,
             "train forward+backward": lambda: (forward(), backward()),
-            "moments": lambda: fastbn.moments(x, axis=tuple(a for a in range(x.ndim) if a != 1))}
+            "moments": lambda: fastbn.moments(x, axis=tuple(a for a in range(x.ndim) if a != 1)),
+            **norms}
 
 
-def torch_ops(x, dy, w, b, rm, rv):
+def torch_ops(x, dy, w, b, rm, rv, w_elem, b_elem):
     """The same ops through ``torch.nn.functional.batch_norm`` (cuDNN), or {} without torch."""
     try:
         import torch
@@ -74,9 +107,17 @@ def torch_ops(x, dy, w, b, rm, rv):
             return F.batch_norm(tx, trm, trv, tw, tb, training=False)
 
     dims = (0,) + tuple(range(2, tx.ndim))
-    return {"eval forward": eval_fwd, "train forward": train,
-            "train forward+backward": fwd_bwd,
-            "moments": lambda: torch.var_mean(tx, dim=dims, unbiased=False)}
+    ops = {"eval forward": eval_fwd, "train forward": train,
+           "train forward+backward": fwd_bwd,
+           "moments": lambda: torch.var_mean(tx, dim=dims, unbiased=False)}
+    twe, tbe = (torch.as_tensor(a, device="cuda").requires_grad_() for a in (w_elem, b_elem))
+    groups = math.gcd(32, tx.shape[1])
+    for name, fn in (("layer norm", lambda: F.layer_norm(xg, tx.shape[1:], twe, tbe)),
+                     ("group norm", lambda: F.group_norm(xg, groups, tw, tb)),
+                     ("instance norm", lambda: F.instance_norm(xg, weight=tw, bias=tb))):
+        ops[f"{name} train forward"] = fn
+        ops[f"{name} forward+backward"] = lambda fn=fn: fn().backward(tdy)
+    return ops
 
 
 def median_ms(cuda, fn, warmup, repeat):
@@ -95,7 +136,13 @@ def median_ms(cuda, fn, warmup, repeat):
     return statistics.median(times)
 
 
-def check_against_cpu(fastbn, x, dy, w, b, rm, rv):
+def _max_rel(got, want):
+    """Largest ``|got - want|`` over arrays (device or host, None skipped), relative to ``want``."""
+    return max(np.abs(np.asarray(g) - c).max() / max(1.0, np.abs(c).max())
+               for g, c in zip(got, want) if c is not None)
+
+
+def check_against_cpu(fastbn, x, dy, w, b, rm, rv, w_elem, b_elem):
     """Compare every op on the device with the CPU backend on the same data; returns max errors."""
     hx, hdy = x.copy_to_host(), dy.copy_to_host()
     tol = 1e-10 if hx.dtype == np.float64 else 1e-4
@@ -110,6 +157,11 @@ def check_against_cpu(fastbn, x, dy, w, b, rm, rv):
                              for g, c in zip(grads, cgrads))
     errors["eval forward"] = np.abs(fastbn.batch_norm(x, rm, rv, w, b).copy_to_host()
                                     - fastbn.batch_norm(hx, rm, rv, w, b)).max()
+    calls = norm_calls(fastbn, x.shape, w_elem, b_elem, w, b)
+    for name, (train, backward) in calls.items():
+        got, want = train(x), train(hx)
+        errors[name] = max(_max_rel(got, want),
+                           _max_rel(backward(dy, x, got[1:]), backward(hdy, hx, want[1:])))
     for name, err in errors.items():
         if not err <= tol:
             raise SystemExit(f"{name}: CUDA and CPU results differ by {err:.3g} (tolerance {tol})")
@@ -127,12 +179,13 @@ def run(shape, dtype, warmup, repeat, use_torch, timing=True):
     dy = cuda.to_device(rng.standard_normal(shape, dtype=np.float32).astype(dtype))
     w, b = rng.normal(size=C).astype(dtype), rng.normal(size=C).astype(dtype)
     rm, rv = rng.normal(size=C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    w_elem, b_elem = (rng.normal(size=shape[1:]).astype(dtype) for _ in range(2))
     del hx
-    errors = check_against_cpu(fastbn, x, dy, w, b, rm, rv)
+    errors = check_against_cpu(fastbn, x, dy, w, b, rm, rv, w_elem, b_elem)
     print("max |CUDA - CPU|: " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
 
-    dw, db, drm, drv = (cuda.to_device(a) for a in (w, b, rm, rv))
-    mine = fastbn_ops(fastbn, x, dy, dw, db, drm, drv)
+    dw, db, drm, drv, dwe, dbe = (cuda.to_device(a) for a in (w, b, rm, rv, w_elem, b_elem))
+    mine = fastbn_ops(fastbn, x, dy, dw, db, drm, drv, dwe, dbe)
     if not timing:
         for name, _ in OPS:
             mine[name]()
@@ -144,13 +197,13 @@ def run(shape, dtype, warmup, repeat, use_torch, timing=True):
     copy_gbs = 2 * nbytes / copy_ms / 1e6
     print(f"\n{dtype.__name__} {shape} ({nbytes / 1e6:.0f} MB) on {device_name(cuda)}")
     print(f"device-to-device copy: {copy_ms:.3f} ms, {copy_gbs:.0f} GB/s (1 read + 1 write)\n")
-    theirs = torch_ops(x, dy, w, b, rm, rv) if use_torch else {}
-    print(f"{'op':<24}{'passes':>7}{'fastbn ms':>11}{'GB/s':>8}{'of copy':>9}{'torch ms':>10}"
+    theirs = torch_ops(x, dy, w, b, rm, rv, w_elem, b_elem) if use_torch else {}
+    print(f"{'op':<34}{'passes':>7}{'fastbn ms':>11}{'GB/s':>8}{'of copy':>9}{'torch ms':>10}"
           f"{'torch/fastbn':>14}")
     for name, passes in OPS:
         ms = median_ms(cuda, mine[name], warmup, repeat)
         gbs = passes * nbytes / ms / 1e6
-        line = f"{name:<24}{passes:>7}{ms:>11.3f}{gbs:>8.0f}{gbs / copy_gbs:>9.0%}"
+        line = f"{name:<34}{passes:>7}{ms:>11.3f}{gbs:>8.0f}{gbs / copy_gbs:>9.0%}"
         if name in theirs:
             tms = median_ms(cuda, theirs[name], warmup, repeat)
             line += f"{tms:>10.3f}{tms / ms:>14.2f}"

@@ -5,6 +5,8 @@ Same three forms and conventions as ``fastbn._norms`` (``op``, ``op_train``,
 norm's ``(sample, channel)`` pairs; the affine map is per channel ``C``.
 """
 
+import numpy as np
+
 from . import _validate
 from . import _validate_norms as _vn
 from ._norms import _backend, _backward, _channel_rows, _forward, _normalize
@@ -135,9 +137,11 @@ def instance_norm_train(x, weight=None, bias=None, eps=1e-5, *, running_mean=Non
     momentum = _validate.momentum_value(momentum)
     y, mean, invstd, var = _forward(be, x, geo, weight, bias, eps, True)
     if (running_mean is not None or running_var is not None) and x.shape[0] > 0:
-        unbiased = var * (geo.K / (geo.K - 1))
-        be.update_running(running_mean, running_var, mean.mean(axis=0), unbiased.mean(axis=0),
-                          momentum)
+        # (N, C) float64: device statistics come down, the (C,) means go back up.
+        unbiased = np.asarray(var) * (geo.K / (geo.K - 1))
+        be.update_running(running_mean, running_var, be.vector64(np.asarray(mean).mean(axis=0),
+                                                                 C, 0.0),
+                          be.vector64(unbiased.mean(axis=0), C, 0.0), momentum)
     return y, mean, invstd
 
 
@@ -165,7 +169,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     _validate.channel_vector(running_var, geo.channels, "running_var")
     eps = _validate.eps_value(eps)
     _validate.momentum_value(momentum)
-    invstd = 1.0 / (be.vector64(running_var, geo.channels, 0.0) + eps) ** 0.5
+    invstd = 1.0 / (np.asarray(running_var, dtype=np.float64).reshape(-1) + eps) ** 0.5
     return _normalize(be, x, geo, be.vector64(running_mean, geo.channels, 0.0), invstd, weight,
                       bias)
 

@@ -39,13 +39,6 @@ GROUP_CASES = [((2, 4, 3), 2, F64, True), ((2, 4, 3), 2, F32, False), ((2, 4, 5)
 INSTANCE_CASES = [((2, 3, 4), F32, True), ((2, 3, 11), F64, True), ((2, 3, 11), F32, False),
                   ((1, 2, 3, 3), F64, False)]
 
-#: What ``_norms_channel`` still lacks on device arrays (strict: passes once fixed).
-NEEDS_NORMS_CHANNEL_FIX = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="fastbn/_norms_channel.py does NumPy arithmetic on the backend's vectors "
-           "(running-stat update and use_input_stats=False), which device arrays do not support")
-
-
 def device(*arrays):
     return [None if a is None else cuda.to_device(a) for a in arrays]
 
@@ -131,7 +124,6 @@ def test_instance_norm_frozen_backward(rng, shape, dtype, affine):
     all_close(got, fastbn.instance_norm_backward(dy, x, rm, invstd, w, batch_stats=False), dtype)
 
 
-@NEEDS_NORMS_CHANNEL_FIX
 @pytest.mark.parametrize("on_device", [True, False])
 def test_instance_norm_running_stats(rng, on_device):
     x = rng.normal(size=(3, 2, 5)) * 2.0 + 1.0
@@ -145,7 +137,6 @@ def test_instance_norm_running_stats(rng, on_device):
     np.testing.assert_allclose(got[1], want_rv, rtol=1e-12)
 
 
-@NEEDS_NORMS_CHANNEL_FIX
 def test_instance_norm_with_running_stats(rng):
     x = rng.normal(size=(2, 3, 4))
     rm, rv, w, b = rng.normal(size=3), rng.uniform(0.5, 2.0, 3), rng.normal(size=3), None

@@ -1,12 +1,15 @@
 """The CUDA backend without a GPU: simulator runs, PTX compilation, interface and errors.
 
-* ``cuda_sim_cases.py`` runs every CUDA op under Numba's CUDA simulator in a
-  subprocess (``NUMBA_ENABLE_CUDASIM=1`` must be set before Numba is imported,
-  and this process has imported Numba for the CPU backend already);
+* ``cuda_sim_cases.py`` (batch norm, moments) and ``cuda_sim_rowwise_cases.py``
+  (layer, RMS, group, instance norm) run every CUDA op under Numba's CUDA
+  simulator in a subprocess (``NUMBA_ENABLE_CUDASIM=1`` must be set before
+  Numba is imported, and this process has imported Numba for the CPU backend
+  already);
 * every kernel the driver launches is compiled to PTX for the real CUDA target
   with the launch's argument types (needs NVVM, no GPU), which catches typing
   errors the simulator, running plain Python, cannot;
-* the CPU and CUDA backends expose the same functions with the same signatures;
+* the CPU and CUDA backends (batch norm and row-wise) expose the same functions
+  with the same signatures;
 * asking for CUDA without a GPU raises ``CudaUnavailableError``;
 * ``benchmarks/gpu_bench.py --sim-smoke`` runs its correctness part.
 """
@@ -23,8 +26,9 @@ import numpy as np
 import pytest
 
 import fastbn
-from fastbn import _backend_cpu
+from fastbn import _backend_cpu, _backend_cpu_rowwise
 from fastbn._cuda import backend as cuda_backend
+from fastbn._cuda import backend_rowwise as cuda_backend_rowwise
 from fastbn._cuda.errors import CudaUnavailableError
 
 HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
@@ -41,7 +45,8 @@ def _env(**extra):
 def test_simulator_cases_pass():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(ROOT / "tests" / "cuda_sim_cases.py")],
+         str(ROOT / "tests" / "cuda_sim_cases.py"),
+         str(ROOT / "tests" / "cuda_sim_rowwise_cases.py")],
         cwd=ROOT, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
@@ -53,12 +58,14 @@ def test_gpu_bench_correctness_part_runs_under_the_simulator():
     proc = subprocess.run([sys.executable, str(bench), "--sim-smoke"], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "max |CUDA - CPU|" in proc.stdout and "ran 5 ops" in proc.stdout
+    assert "max |CUDA - CPU|" in proc.stdout and "ran 11 ops" in proc.stdout
 
 
-def _public_functions(module):
+def _public_functions(module, reexported=False):
+    """Public functions defined in ``module`` (and, if ``reexported``, those it imports)."""
     return {n: f for n, f in vars(module).items()
-            if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == module.__name__}
+            if inspect.isfunction(f) and not n.startswith("_")
+            and (reexported or f.__module__ == module.__name__)}
 
 
 def test_backends_have_the_same_interface():
@@ -70,10 +77,19 @@ def test_backends_have_the_same_interface():
         assert getattr(_backend_cpu, const) == getattr(cuda_backend, const)
 
 
+def test_rowwise_backends_have_the_same_interface():
+    cpu = _public_functions(_backend_cpu_rowwise, reexported=True)
+    gpu = _public_functions(cuda_backend_rowwise, reexported=True)
+    assert sorted(cpu) == sorted(gpu)
+    for n, f in cpu.items():
+        assert inspect.signature(f) == inspect.signature(gpu[n]), n
+    assert (_backend_cpu_rowwise.name, cuda_backend_rowwise.name) == ("cpu", "cuda")
+
+
 def test_importing_the_cuda_backend_loads_no_cuda():
-    code = ("import sys, fastbn, fastbn._cuda.backend; "
+    code = ("import sys, fastbn, fastbn._cuda.backend, fastbn._cuda.backend_rowwise; "
             "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda', "
-            "'fastbn._cuda.driver'))]; assert not loaded, loaded")
+            "'fastbn._cuda.driver', 'fastbn._cuda.rowwise_driver'))]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), check=True, timeout=120)
 
 
@@ -89,6 +105,8 @@ def _gpu_present():
     lambda x: fastbn.batch_norm(x, np.zeros(3), np.ones(3), device="cuda"),
     lambda x: fastbn.batch_norm_train(x, device="cuda:0"),
     lambda x: fastbn.moments(x, axis=0, device="cuda"),
+    lambda x: fastbn.layer_norm(x, 3, device="cuda"),
+    lambda x: fastbn.group_norm_train(x, 1, device="cuda"),
 ])
 def test_cuda_without_gpu_is_a_clear_error(call):
     x = np.ones((4, 3))
@@ -144,9 +162,27 @@ def compile_instead_of_launch(monkeypatch):
     return driver, compiled
 
 
+def _compile_rowwise_launches(monkeypatch):
+    """Every launch of ``rowwise_driver``: both row paths, both affine kinds, both dtypes."""
+    from fastbn._cuda import config
+    from fastbn._cuda import rowwise_driver as rowwise
+    for row_block in (config.ROW_BLOCK_ELEMENTS, 4):   # (1, 4, 6): whole rows, then pieces
+        monkeypatch.setattr(config, "ROW_BLOCK_ELEMENTS", row_block)
+        for dtype in (np.float32, np.float64):
+            x = np.zeros((1, 4, 6), dtype)
+            r = np.zeros(4)
+            for G, inner in ((2, 3), (1, 1)):   # per-channel affine, per-element affine
+                w = np.zeros(G * 6 // inner)
+                rowwise.forward(x, G, inner, w, w, 1e-5, True, x)
+                rowwise.normalize(x, G, inner, r, r, w, w, x)
+                rowwise.backward(x, x, G, inner, r, r, w, True, True, True, x)
+    rowwise.repeated(np.zeros(3), 6)
+
+
 @pytest.mark.slow
-def test_every_launch_compiles_for_the_gpu(compile_instead_of_launch):
+def test_every_launch_compiles_for_the_gpu(compile_instead_of_launch, monkeypatch):
     driver, compiled = compile_instead_of_launch
+    _compile_rowwise_launches(monkeypatch)
     for dtype in (np.float32, np.float64):
         for shape in ((2, 3, 4), (5, 3, 1)):   # channel runs, channel-contiguous rows
             x = np.zeros(shape, dtype)
@@ -166,8 +202,9 @@ def test_every_launch_compiles_for_the_gpu(compile_instead_of_launch):
     driver.multiply(np.zeros(3), np.zeros(3))
     driver.inverse_std(np.zeros(3), 1.0, 1e-5)
     assert driver.all_finite(np.zeros(3), np.zeros(3))
-    from fastbn._cuda import _kernels_common, _kernels_rows, _kernels_runs
-    defined = {(m.__name__, n) for m in (_kernels_common, _kernels_rows, _kernels_runs)
+    from fastbn._cuda import _kernels_common, _kernels_rows, _kernels_rowwise, _kernels_runs
+    defined = {(m.__name__, n)
+               for m in (_kernels_common, _kernels_rows, _kernels_runs, _kernels_rowwise)
                for n, k in vars(m).items()
                if hasattr(k, "py_func") and not k.targetoptions.get("device")}
     assert {(m, n) for m, n, _ in compiled} == defined

@@ -20,7 +20,8 @@ elements (``seg_len = K`` for a per-element affine), so a per-channel piece
 has one weight: its sums ``(sum dy, sum dy * (x - mean))`` give both the row
 sums (times the weight) and the channel's affine partials, folded over the
 samples by ``channel_grads``.  A per-element affine's grads are column sums,
-taken by ``column_grad_partials`` with the tile layout of ``_kernels_rows``.
+taken by ``column_grad_partials`` with the tile layout of ``_kernels_rows``
+and folded per column by ``fold_columns``.
 No atomics anywhere: every result is bitwise reproducible for a given shape
 and configuration.  ``centered`` False is RMSNorm (mean 0, ``m2`` the sum of
 squares).
@@ -117,19 +118,21 @@ def normalize_span(x, y, i0, i1, mean, invstd, weight, bias, base, inner):
     affine channel ``base + segment`` costs no division per element.
     """
     T = cuda.blockDim.x
+    step_s, step_off = T // inner, T % inner
     i = i0 + cuda.threadIdx.x
     s, off = walk_start(i, 0, 0, inner)
     while i < i1:
         ch = base + s
         y[i] = (float64(x[i]) - mean) * (invstd * weight[ch]) + bias[ch]
         i += T
-        s, off = walk_next(s, off, 0, inner, T // inner, T % inner)
+        s, off = walk_next(s, off, 0, inner, step_s, step_off)
 
 
 @cuda.jit(device=True)
 def input_grad_span(dy, x, dx, i0, i1, mean, invstd, c1, c2, weight, base, inner, batch_stats):
     """dx over this thread's elements of ``[i0, i1)`` (frozen statistics never read x)."""
     T = cuda.blockDim.x
+    step_s, step_off = T // inner, T % inner
     i = i0 + cuda.threadIdx.x
     s, off = walk_start(i, 0, 0, inner)
     while i < i1:
@@ -139,7 +142,7 @@ def input_grad_span(dy, x, dx, i0, i1, mean, invstd, c1, c2, weight, base, inner
         else:
             dx[i] = k * float64(dy[i])
         i += T
-        s, off = walk_next(s, off, 0, inner, T // inner, T % inner)
+        s, off = walk_next(s, off, 0, inner, step_s, step_off)
 
 
 @cuda.jit(device=True)
@@ -296,7 +299,24 @@ def column_grad_partials(dy2, x2, rows_per_block, tile, G, S, mean, invstd, part
 
 
 @cuda.jit(cache=True)
-def tile(v, out):
+def fold_columns(part, out):
+    """``out[:, c]`` = the sums of ``column_grad_partials`` over row blocks, in order.
+
+    One thread per column: columns are many (every element of a layer norm's
+    row) and row blocks few, so a block per column would mostly idle.
+    """
+    c = cuda.grid(1)
+    if c < part.shape[0]:
+        a0 = a1 = 0.0
+        for j in range(part.shape[1]):
+            a0 += part[c, j, 0]
+            a1 += part[c, j, 1]
+        out[0, c] = a0
+        out[1, c] = a1
+
+
+@cuda.jit(cache=True)
+def repeat(v, out):
     """``out[i] = v[i % len(v)]``: a per-row vector broadcast from its trailing values."""
     i = cuda.grid(1)
     if i < out.shape[0]:

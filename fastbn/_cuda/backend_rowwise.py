@@ -53,7 +53,7 @@ def empty_rows(shape, dtype, R, K):
 
 
 def vector64(v, channels, fill):
-    """A fresh contiguous float64 device vector of ``channels`` values (``fill`` when ``v`` is None).
+    """A fresh contiguous float64 device vector of ``channels`` values (``fill`` if ``v`` is None).
 
     ``v`` may have any shape of ``channels`` elements (layer norm's weight has
     ``normalized_shape``); host values are copied up.
@@ -78,7 +78,7 @@ def broadcast_rows(v, shape):
     if tuple(v.shape) != tuple(shape)[len(shape) - len(v.shape):]:
         raise ValueError(f"a device vector of shape {tuple(v.shape)} does not broadcast to the "
                          f"rows {tuple(shape)} along the leading axes")
-    return _driver().tiled(_view(_contiguous(v), (math.prod(v.shape),)), n)
+    return _driver().repeated(_view(_contiguous(v), (math.prod(v.shape),)), n)
 
 
 def forward(x3, G, inner, weight, bias, eps, centered, y3):

@@ -25,11 +25,11 @@ def _whole_rows(K):
     return K <= config.ROW_BLOCK_ELEMENTS
 
 
-def tiled(v, n):
+def repeated(v, n):
     """A new float64 device vector of length ``n`` repeating device vector ``v``."""
     out = base.empty(n)
     if n:
-        base._launch_vector(rw.tile, n, v, out)
+        base._launch_vector(rw.repeat, n, v, out)
     return out
 
 
@@ -78,7 +78,7 @@ def _row_sums(dy3, x3, G, inner, mean, weight):
 
 
 def _affine_grads(dy3, x3, G, inner, mean, invstd, channels, part, nsub):
-    """``(dweight, dbias)`` in float64: per-channel from the piece partials, per-element by columns."""
+    """Float64 ``(dweight, dbias)``: per channel from the piece partials, per element by columns."""
     R, K = x3.shape[1], x3.shape[2]
     if inner > 1:
         out = base.empty((2, channels))
@@ -89,7 +89,8 @@ def _affine_grads(dy3, x3, G, inner, mean, invstd, channels, part, nsub):
     cols = base.empty((channels, nrb, 3))
     base._launch(rw.column_grad_partials, blocks, dy3.reshape(N, channels),
                  x3.reshape(N, channels), rows_per_block, tile, G, K, mean, invstd, cols)
-    out = base._merge(cols, False)
+    out = base.empty((2, channels))
+    base._launch_vector(rw.fold_columns, channels, cols, out)
     return out[1], out[0]
 
 
