@@ -15,13 +15,18 @@ CHUNK_ELEMENTS = 4096
 #: run across them, so they vectorise; part of the fixed rounding order.
 SUM_LANES = 64
 
+#: Runs of at most this many elements per channel (``inner`` of the canonical
+#: view, e.g. a 7x7 feature map) go to the row kernels, which loop over whole
+#: rows of ``C * inner`` elements instead of paying a loop's overhead per run.
+ROW_KERNEL_MAX_INNER = 256
+
 #: Row kernels: at least this many elements per tile of consecutive rows, so a
 #: vector loop runs over a long contiguous span even when C is small.
 ROW_TILE_ELEMENTS = 512
 
 #: Target elements per row block for channel-contiguous rows ((N, C) and
 #: channels-last), rounded to whole tiles.
-ROW_BLOCK_ELEMENTS = 1 << 16
+ROW_BLOCK_ELEMENTS = 1 << 17
 
 #: A channel's slab (bytes) up to which the training forward/backward read it
 #: once from memory and re-read it from cache (statistics, then normalise).
@@ -35,6 +40,10 @@ CHANNELS_PER_THREAD = 4
 #: path) runs on one thread: a parallel region costs more than it saves there,
 #: and on a busy machine each one risks waiting for a descheduled thread.
 PARALLEL_MIN_ELEMENTS = 1 << 15
+
+#: Row kernels: at least this many tiles per block, so the per-block
+#: accumulators (one per element of a tile) cost little next to the data.
+ROW_BLOCK_MIN_TILES = 16
 
 #: Row-wise norms (layer/group/instance/RMS): at most this many row blocks hold
 #: the backward's affine-gradient partials (``2 * ROW_BLOCKS * len(weight)``

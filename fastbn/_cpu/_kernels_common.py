@@ -1,14 +1,20 @@
 """Per-channel folds of chunk partials, in a fixed order (chunk 0, 1, 2, ...).
 
-Serial: a fold is a few operations per chunk, far less than a parallel region costs.
+Serial: a fold is a few operations per chunk, far less than a parallel region
+costs.  ``part`` is indexed ``[c, j]``; the row kernels write theirs block-major
+(contiguous per block) and pass a transposed view, hence any-layout signatures.
 """
 
 from numba import njit
 
-from ._jit import PARTIALS_IN, VEC, chan_merge
+from numba import types
+
+from ._jit import F64, VEC, chan_merge
+
+PARTIALS_VIEW = types.Array(F64, 3, "A", readonly=True)
 
 
-@njit((PARTIALS_IN, VEC, VEC, VEC), nogil=True, cache=True)
+@njit((PARTIALS_VIEW, VEC, VEC, VEC), nogil=True, cache=True)
 def merge_moments(part, count_out, mean_out, m2_out):
     """Chan-merge ``part[c, :] = (count, mean, m2)`` left to right for each channel."""
     C, nch, _ = part.shape
@@ -21,7 +27,7 @@ def merge_moments(part, count_out, mean_out, m2_out):
         m2_out[c] = m2
 
 
-@njit((PARTIALS_IN, VEC, VEC), nogil=True, cache=True)
+@njit((PARTIALS_VIEW, VEC, VEC), nogil=True, cache=True)
 def sum_grad_partials(part, sum_g_out, sum_gx_out):
     """Add ``part[c, :] = (sum g, sum g * xc)`` left to right for each channel."""
     C, nch, _ = part.shape

@@ -1,14 +1,17 @@
-"""Channel-contiguous kernels: ``x2`` is ``(R, C)`` ((N, C) and channels-last).
+"""Row kernels: ``x2`` is ``(R, C * inner)``, each row holding ``inner`` values per channel.
 
-Inner loops run across the contiguous channels (independent per-channel
-accumulators, so they vectorise without reassociation).  With few channels a
-row is too short for a vector loop to pay off, so ``m`` consecutive rows are
-treated as one contiguous *tile* of ``m * C`` elements against per-channel
-vectors repeated ``m`` times (``m = tile_rows``); rows past the last full tile
-of a block run one at a time.  Threads split the rows into blocks of
-``rows_per_block`` (a multiple of ``m``) fixed by the shape, whose partials are
-folded in block order by ``_kernels_common``, so nothing depends on the thread
-count.
+``inner == 1`` is the channel-contiguous layout ((N, C), channels-last); a
+small ``inner`` is ``(N, C, inner)`` with short runs (e.g. 7x7 feature maps),
+viewed as rows of ``C * inner`` elements, where per-run loops would spend more
+on overhead than on data.  Inner loops run across a row (independent
+per-element accumulators, so they vectorise without reassociation) against
+per-channel vectors expanded to one value per element.  With narrow rows, ``m``
+consecutive rows form one contiguous *tile* of ``m * C * inner`` elements
+(``m = tile_rows``); rows past the last full tile of a block run one at a
+time.  Threads split the rows into blocks of ``rows_per_block`` (a multiple of
+``m``) fixed by the shape, whose partials are folded in block order by
+``_kernels_common``, so nothing depends on the thread count.  Partials are
+block-major (``part[j, c]``) so that each block writes one contiguous span.
 """
 
 import numpy as np
@@ -20,35 +23,46 @@ from ._primitives import (MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE, M
 
 
 @device
-def _tiled(v, m):
-    """Per-channel vector ``v`` repeated ``m`` times (one value per element of a tile)."""
+def _expanded(v, m, inner):
+    """Per-channel ``v`` with one value per element of ``m`` rows of ``inner`` values per channel.
+
+    The first ``C * inner`` values are the expansion for a single row.
+    """
     C = v.shape[0]
-    out = np.empty(m * C)
+    out = np.empty(m * C * inner)
     for q in range(m):
         for c in range(C):
-            out[q * C + c] = v[c]
+            for i in range(inner):
+                out[(q * C + c) * inner + i] = v[c]
     return out
 
 
 @device
 def _tiles(a2, r0, r1, m):
-    """Rows ``[r0, r1)`` of ``a2`` as full tiles ``(k, m * C)``, and the first row left over."""
+    """Rows ``[r0, r1)`` of ``a2`` as full tiles ``(k, m * width)``, and the first row left over."""
     k = (r1 - r0) // m
     return a2[r0:r0 + k * m].reshape((k, m * a2.shape[1])), r0 + k * m
 
 
 @device
-def _fold_tiles(acc_t, out, C):
-    """``out[c] += sum over q of acc_t[q * C + c]``, in tile order."""
-    for q in range(acc_t.shape[0] // C):
+def _fold_elements(acc, out, inner):
+    """``out[c] += acc[e]`` for every element ``e`` of channel ``c`` (acc spans whole rows), in order."""
+    C = out.shape[0]
+    for q in range(acc.shape[0] // (C * inner)):
         for c in range(C):
-            out[c] += acc_t[q * C + c]
+            for i in range(inner):
+                out[c] += acc[(q * C + c) * inner + i]
 
 
 @device
 def _block(j, R, rows_per_block):
     r0 = j * rows_per_block
     return r0, min(R, r0 + rows_per_block)
+
+
+@device
+def _num_blocks(R, rows_per_block):
+    return (R + rows_per_block - 1) // rows_per_block
 
 
 @device
@@ -59,38 +73,39 @@ def _deviation_sums(x, pivot, s1, s2):
         s2[i] += d * d
 
 
-@kernel(lambda t: (arr(t, 2, True), I64, I64, PARTIALS))
-def rows_partials(x2, rows_per_block, tile_rows, part):
-    """``part[c, j] = (count, mean, m2)`` of row block ``j``, in one pass.
+@kernel(lambda t: (arr(t, 2, True), I64, I64, I64, PARTIALS))
+def rows_partials(x2, inner, rows_per_block, tile_rows, part):
+    """``part[j, c] = (count, mean, m2)`` of row block ``j``, in one pass.
 
     Deviations from the block's first row as pivots (see
-    ``_primitives.chunk_moments`` for why that is accurate).
+    ``_primitives.chunk_moments`` for why that is accurate).  Leftover rows
+    accumulate into the first row's lanes of the tile accumulators.
     """
-    R, C = x2.shape
-    m = tile_rows
-    for j in prange((R + rows_per_block - 1) // rows_per_block):
+    R, W = x2.shape
+    C = W // inner
+    for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
         pivot = np.empty(C)
         for c in range(C):
-            pivot[c] = x2[r0, c]
-        tiles, rest = _tiles(x2, r0, r1, m)
-        pivot_t = _tiled(pivot, m)
-        s1_t = np.zeros(m * C)
-        s2_t = np.zeros(m * C)
+            pivot[c] = x2[r0, c * inner]
+        pivot_t = _expanded(pivot, tile_rows, inner)
+        s1_t = np.zeros(pivot_t.shape[0])
+        s2_t = np.zeros(pivot_t.shape[0])
+        tiles, rest = _tiles(x2, r0, r1, tile_rows)
         for t in range(tiles.shape[0]):
             _deviation_sums(tiles[t], pivot_t, s1_t, s2_t)
+        for r in range(rest, r1):
+            _deviation_sums(x2[r], pivot_t[:W], s1_t[:W], s2_t[:W])
         s1 = np.zeros(C)
         s2 = np.zeros(C)
-        _fold_tiles(s1_t, s1, C)
-        _fold_tiles(s2_t, s2, C)
-        for r in range(rest, r1):
-            _deviation_sums(x2[r], pivot, s1, s2)
-        n = float(r1 - r0)
+        _fold_elements(s1_t, s1, inner)
+        _fold_elements(s2_t, s2, inner)
+        n = float((r1 - r0) * inner)
         for c in range(C):
             shift = s1[c] / n
-            part[c, j, 0] = n
-            part[c, j, 1] = pivot[c] + shift
-            part[c, j, 2] = max(s2[c] - s1[c] * shift, 0.0)
+            part[j, c, 0] = n
+            part[j, c, 1] = pivot[c] + shift
+            part[j, c, 2] = max(s2[c] - s1[c] * shift, 0.0)
 
 
 @device
@@ -102,24 +117,25 @@ def _normalize_span(x, mean, k, bias, res, has_residual, use_relu, y):
         y[i] = relu(v) if use_relu else v
 
 
-@kernel(lambda t: (arr(t, 2, True), I64, I64, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 2, True), BOOL,
-                   BOOL, arr(t, 2)))
-def rows_normalize(x2, rows_per_block, tile_rows, mean, invstd, weight, bias, res2, has_residual,
-                   use_relu, y2):
+@kernel(lambda t: (arr(t, 2, True), I64, I64, I64, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 2, True),
+                   BOOL, BOOL, arr(t, 2)))
+def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias, res2,
+                   has_residual, use_relu, y2):
     """``y = act((x - mean) * invstd * weight + bias [+ residual])`` row block by row block."""
-    R, C = x2.shape
-    m = tile_rows
-    k = invstd * weight
-    for j in prange((R + rows_per_block - 1) // rows_per_block):
+    R, W = x2.shape
+    mean_t = _expanded(mean, tile_rows, inner)
+    k_t = _expanded(invstd * weight, tile_rows, inner)
+    bias_t = _expanded(bias, tile_rows, inner)
+    for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
-        tiles, rest = _tiles(x2, r0, r1, m)
-        res_t, _ = _tiles(res2, r0, r1, m)
-        y_t, _ = _tiles(y2, r0, r1, m)
-        mean_t, k_t, bias_t = _tiled(mean, m), _tiled(k, m), _tiled(bias, m)
+        tiles, rest = _tiles(x2, r0, r1, tile_rows)
+        res_t, _ = _tiles(res2, r0, r1, tile_rows)
+        y_t, _ = _tiles(y2, r0, r1, tile_rows)
         for t in range(tiles.shape[0]):
             _normalize_span(tiles[t], mean_t, k_t, bias_t, res_t[t], has_residual, use_relu, y_t[t])
         for r in range(rest, r1):
-            _normalize_span(x2[r], mean, k, bias, res2[r], has_residual, use_relu, y2[r])
+            _normalize_span(x2[r], mean_t[:W], k_t[:W], bias_t[:W], res2[r], has_residual, use_relu,
+                            y2[r])
 
 
 @device
@@ -141,33 +157,35 @@ def _grad_sums_mode(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
         _grad_sums_span(dy, x, y, mean, k, bias, MASK_NONE, sg, sgx)
 
 
-@kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, VEC_IN, VEC_IN,
-                   VEC_IN, VEC_IN, I64, PARTIALS))
-def rows_grad_partials(dy2, x2, y2, rows_per_block, tile_rows, mean, invstd, weight, bias, mask_mode,
-                       part):
-    """``part[c, j] = (sum g, sum g * (x - mean))`` of row block ``j``."""
-    R, C = x2.shape
-    m = tile_rows
-    k = invstd * weight
-    for j in prange((R + rows_per_block - 1) // rows_per_block):
+@kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
+                   VEC_IN, VEC_IN, VEC_IN, I64, PARTIALS))
+def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias,
+                       mask_mode, part):
+    """``part[j, c] = (sum g, sum g * (x - mean))`` of row block ``j``."""
+    R, W = x2.shape
+    C = mean.shape[0]
+    mean_t = _expanded(mean, tile_rows, inner)
+    k_t = _expanded(invstd * weight, tile_rows, inner)
+    bias_t = _expanded(bias, tile_rows, inner)
+    for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
-        dy_t, rest = _tiles(dy2, r0, r1, m)
-        x_t, _ = _tiles(x2, r0, r1, m)
-        y_t, _ = _tiles(y2, r0, r1, m)
-        mean_t, k_t, bias_t = _tiled(mean, m), _tiled(k, m), _tiled(bias, m)
-        sg_t = np.zeros(m * C)
-        sgx_t = np.zeros(m * C)
+        dy_t, rest = _tiles(dy2, r0, r1, tile_rows)
+        x_t, _ = _tiles(x2, r0, r1, tile_rows)
+        y_t, _ = _tiles(y2, r0, r1, tile_rows)
+        sg_t = np.zeros(mean_t.shape[0])
+        sgx_t = np.zeros(mean_t.shape[0])
         for t in range(x_t.shape[0]):
             _grad_sums_mode(dy_t[t], x_t[t], y_t[t], mean_t, k_t, bias_t, mask_mode, sg_t, sgx_t)
+        for r in range(rest, r1):
+            _grad_sums_mode(dy2[r], x2[r], y2[r], mean_t[:W], k_t[:W], bias_t[:W], mask_mode,
+                            sg_t[:W], sgx_t[:W])
         sg = np.zeros(C)
         sgx = np.zeros(C)
-        _fold_tiles(sg_t, sg, C)
-        _fold_tiles(sgx_t, sgx, C)
-        for r in range(rest, r1):
-            _grad_sums_mode(dy2[r], x2[r], y2[r], mean, k, bias, mask_mode, sg, sgx)
+        _fold_elements(sg_t, sg, inner)
+        _fold_elements(sgx_t, sgx, inner)
         for c in range(C):
-            part[c, j, 0] = sg[c]
-            part[c, j, 1] = sgx[c]
+            part[j, c, 0] = sg[c]
+            part[j, c, 1] = sgx[c]
 
 
 @device
@@ -181,46 +199,48 @@ def _input_grad_span(dy, x, y, mean, k, bias, mask_mode, a, c1, c2, batch_stats,
 
 
 @device
-def _input_grad_mode(dy, x, y, mean, k, bias, mask_mode, a, c1, c2, batch_stats, dx, dres):
-    """``_input_grad_span`` specialised by a literal mask mode (so it vectorises)."""
+def _input_grad_mode(dy, x, y, e, mask_mode, batch_stats, dx, dres):
+    """``_input_grad_span`` with the expanded vectors ``e``, specialised by a literal mask mode."""
     if mask_mode == MASK_RECOMPUTE:
-        _input_grad_span(dy, x, y, mean, k, bias, MASK_RECOMPUTE, a, c1, c2, batch_stats, dx, dres)
-    elif mask_mode == MASK_FROM_OUTPUT:
-        _input_grad_span(dy, x, y, mean, k, bias, MASK_FROM_OUTPUT, a, c1, c2, batch_stats, dx,
-                         dres)
-    elif mask_mode == MASK_FROM_OUTPUT_STORE:
-        _input_grad_span(dy, x, y, mean, k, bias, MASK_FROM_OUTPUT_STORE, a, c1, c2, batch_stats,
+        _input_grad_span(dy, x, y, e[0], e[1], e[2], MASK_RECOMPUTE, e[3], e[4], e[5], batch_stats,
                          dx, dres)
+    elif mask_mode == MASK_FROM_OUTPUT:
+        _input_grad_span(dy, x, y, e[0], e[1], e[2], MASK_FROM_OUTPUT, e[3], e[4], e[5],
+                         batch_stats, dx, dres)
+    elif mask_mode == MASK_FROM_OUTPUT_STORE:
+        _input_grad_span(dy, x, y, e[0], e[1], e[2], MASK_FROM_OUTPUT_STORE, e[3], e[4], e[5],
+                         batch_stats, dx, dres)
     else:
-        _input_grad_span(dy, x, y, mean, k, bias, MASK_NONE, a, c1, c2, batch_stats, dx, dres)
+        _input_grad_span(dy, x, y, e[0], e[1], e[2], MASK_NONE, e[3], e[4], e[5], batch_stats, dx,
+                         dres)
 
 
-@kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, VEC_IN, VEC_IN,
-                   VEC_IN, VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 2), arr(t, 2)))
-def rows_input_grad(dy2, x2, y2, rows_per_block, tile_rows, mean, invstd, weight, bias, mask_mode,
-                    sum_g, sum_gx, count, batch_stats, dx2, dres2):
-    """dx row block by row block from the per-channel gradient sums over ``count`` rows."""
-    R, C = x2.shape
-    m = tile_rows
-    k = invstd * weight
+@kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
+                   VEC_IN, VEC_IN, VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 2), arr(t, 2)))
+def rows_input_grad(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias,
+                    mask_mode, sum_g, sum_gx, count, batch_stats, dx2, dres2):
+    """dx row block by row block from the per-channel gradient sums over ``count`` elements."""
+    R, W = x2.shape
+    C = mean.shape[0]
     a = np.empty(C)
     c1 = np.empty(C)
     c2 = np.empty(C)
     for c in range(C):
         a[c], c1[c], c2[c] = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
                                                      count, batch_stats)
-    for j in prange((R + rows_per_block - 1) // rows_per_block):
+    e_t = (_expanded(mean, tile_rows, inner), _expanded(invstd * weight, tile_rows, inner),
+           _expanded(bias, tile_rows, inner), _expanded(a, tile_rows, inner),
+           _expanded(c1, tile_rows, inner), _expanded(c2, tile_rows, inner))
+    e_r = (e_t[0][:W], e_t[1][:W], e_t[2][:W], e_t[3][:W], e_t[4][:W], e_t[5][:W])
+    for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
-        dy_t, rest = _tiles(dy2, r0, r1, m)
-        x_t, _ = _tiles(x2, r0, r1, m)
-        y_t, _ = _tiles(y2, r0, r1, m)
-        dx_t, _ = _tiles(dx2, r0, r1, m)
-        dres_t, _ = _tiles(dres2, r0, r1, m)
-        mean_t, k_t, bias_t = _tiled(mean, m), _tiled(k, m), _tiled(bias, m)
-        a_t, c1_t, c2_t = _tiled(a, m), _tiled(c1, m), _tiled(c2, m)
+        dy_t, rest = _tiles(dy2, r0, r1, tile_rows)
+        x_t, _ = _tiles(x2, r0, r1, tile_rows)
+        y_t, _ = _tiles(y2, r0, r1, tile_rows)
+        dx_t, _ = _tiles(dx2, r0, r1, tile_rows)
+        dres_t, _ = _tiles(dres2, r0, r1, tile_rows)
         for t in range(x_t.shape[0]):
-            _input_grad_mode(dy_t[t], x_t[t], y_t[t], mean_t, k_t, bias_t, mask_mode, a_t, c1_t,
-                             c2_t, batch_stats, dx_t[t], dres_t[t])
+            _input_grad_mode(dy_t[t], x_t[t], y_t[t], e_t, mask_mode, batch_stats, dx_t[t],
+                             dres_t[t])
         for r in range(rest, r1):
-            _input_grad_mode(dy2[r], x2[r], y2[r], mean, k, bias, mask_mode, a, c1, c2,
-                             batch_stats, dx2[r], dres2[r])
+            _input_grad_mode(dy2[r], x2[r], y2[r], e_r, mask_mode, batch_stats, dx2[r], dres2[r])

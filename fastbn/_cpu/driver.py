@@ -2,7 +2,7 @@
 
 Every function takes canonical C-contiguous views (``x3`` of shape
 ``(O, C, I)``) and float64 per-channel vectors, already validated by the public
-layer.  ``I == 1`` goes to the channel-contiguous row kernels.  Which
+layer.  ``I == 1`` (channel-contiguous) and short runs go to the row kernels.  Which
 decomposition runs may depend on the thread count; the result never does,
 because every path folds the same chunk partials in the same order.
 """
@@ -33,10 +33,19 @@ def _num_chunks(O, geom):
     return -(-O // int(geom[0])) * int(geom[2])
 
 
-def _row_blocking(C):
-    """``(rows_per_block, tile_rows)`` of the row kernels, fixed by C (see ``_kernels_rows``)."""
-    tile_rows = max(1, _config.ROW_TILE_ELEMENTS // C)
-    return max(1, _config.ROW_BLOCK_ELEMENTS // (C * tile_rows)) * tile_rows, tile_rows
+def _as_rows(x3):
+    """Whether the row kernels take ``x3``: channel-contiguous, or runs too short for run loops."""
+    return x3.shape[2] <= _config.ROW_KERNEL_MAX_INNER
+
+
+def _row_blocking(x3):
+    """``(inner, rows_per_block, tile_rows)`` of the row kernels, fixed by the shape."""
+    _, C, inner = x3.shape
+    width = C * inner
+    tile_rows = max(1, _config.ROW_TILE_ELEMENTS // width)
+    tiles = max(_config.ROW_BLOCK_MIN_TILES, _config.ROW_BLOCK_ELEMENTS // (width * tile_rows))
+    rows_per_block = tiles * tile_rows
+    return inner, rows_per_block, tile_rows
 
 
 def _per_channel(C, nthreads):
@@ -45,15 +54,16 @@ def _per_channel(C, nthreads):
 
 
 def _rows(a3):
-    return a3.reshape(a3.shape[0], a3.shape[1])
+    return a3.reshape(a3.shape[0], a3.shape[1] * a3.shape[2])
 
 
 def _moment_partials(x3):
     O, C, I = x3.shape
-    if I == 1:
-        rb, tile = _row_blocking(C)
-        part = np.empty((C, -(-O // rb), 3))
-        rows.rows_partials(_rows(x3), rb, tile, part)
+    if _as_rows(x3):
+        blocking = _row_blocking(x3)
+        part = np.empty((-(-O // blocking[1]), C, 3))
+        rows.rows_partials(_rows(x3), *blocking, part)
+        part = part.transpose(1, 0, 2)
     else:
         geom = _chunking(O, I)
         part = np.empty((C, _num_chunks(O, geom), 3))
@@ -76,8 +86,8 @@ def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     launch_threads(x3.size)
     has_res = res3 is not None
     res3 = res3 if has_res else x3
-    if x3.shape[2] == 1:
-        rows.rows_normalize(_rows(x3), *_row_blocking(x3.shape[1]), mean, invstd, weight, bias,
+    if _as_rows(x3):
+        rows.rows_normalize(_rows(x3), *_row_blocking(x3), mean, invstd, weight, bias,
                             _rows(res3), has_res, use_relu, _rows(y3))
     else:
         runs.runs_normalize(x3, mean, invstd, weight, bias, res3, has_res, use_relu, y3)
@@ -87,7 +97,7 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     """Batch statistics and the normalised output; returns ``(mean, invstd, m2)``."""
     nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
-    if I > 1 and _per_channel(C, nthreads):
+    if not _as_rows(x3) and _per_channel(C, nthreads):
         mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
         has_res = res3 is not None
         runs.runs_train_fused(x3, _chunking(O, I), weight, bias, float(eps),
@@ -116,11 +126,12 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     O, C, I = x3.shape
     y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
     sum_g, sum_gx = np.empty(C), np.empty(C)
-    if I == 1:
-        rb, tile = _row_blocking(C)
-        part = np.empty((C, -(-O // rb), 2))
-        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), rb, tile, mean, invstd, weight,
+    if _as_rows(x3):
+        blocking = _row_blocking(x3)
+        part = np.empty((-(-O // blocking[1]), C, 2))
+        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), *blocking, mean, invstd, weight,
                                 bias, mask_mode, part)
+        part = part.transpose(1, 0, 2)
     else:
         geom = _chunking(O, I)
         part = np.empty((C, _num_chunks(O, geom), 2))
@@ -135,8 +146,8 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
     launch_threads(x3.size)
     O, C, I = x3.shape
     y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
-    if I == 1:
-        rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), *_row_blocking(C), mean, invstd,
+    if _as_rows(x3):
+        rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), *_row_blocking(x3), mean, invstd,
                              weight, bias, mask_mode, sum_g, sum_gx, float(count), batch_stats,
                              _rows(dx3), _rows(dres3))
     else:
@@ -152,7 +163,7 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
     """
     nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
-    if I > 1 and _per_channel(C, nthreads):
+    if not _as_rows(x3) and _per_channel(C, nthreads):
         y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
         sum_g, sum_gx = np.empty(C), np.empty(C)
         runs.runs_backward_fused(dy3, x3, y3, _chunking(O, I), mean, invstd, weight, bias,
