@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from . import _dispatch, _validate
+from . import _dispatch, _threads, _validate
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -190,7 +190,7 @@ def _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation
         # The extension checks the per-channel vectors (NumPy, float, length C)
         # before touching anything; on a mismatch the general path explains it.
         kernel(x.reshape(shape3), running_mean, running_var, weight, bias, eps,
-               activation == "relu", None, y.reshape(shape3))
+               activation == "relu", None, y.reshape(shape3), _threads.threads_for(x.size))
     except (TypeError, ValueError):
         return None
     return y
@@ -198,9 +198,9 @@ def _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation
 
 @functools.cache
 def _inference_kernel():
-    """``fastbn._inference.normalize_eval`` if the extension is built, else None (loaded once)."""
+    """The compiled eval kernel (``fastbn._ext._inference.normalize_eval``) or None (loaded once)."""
     from . import _inference
-    return _inference.normalize_eval if _inference.available() else None
+    return _inference._ext.normalize_eval if _inference.available() else None
 
 
 def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, out=None, device=None,

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _dispatch, _renorm, _validate
-from ._batchnorm import batch_norm, batch_norm_backward, batch_norm_train
+from ._batchnorm import _eval_fast, batch_norm, batch_norm_backward, batch_norm_train
 from ._module import Module, _check_bool
 
 _MAX_RANK = 64  # NumPy's limit, for checking the axis before an input is seen
@@ -307,8 +307,10 @@ class _BatchNorm(Module):
                 or (self._ranks is not None and x.ndim not in self._ranks)
                 or not -x.ndim <= self.axis < x.ndim or x.shape[self.axis] != self.num_features):
             return None
-        y = batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False,
-                       eps=self.eps, axis=self.axis, activation=self.activation)
+        y = _eval_fast(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps,
+                       self.axis, self.activation)
+        if y is None:
+            return None
         self._saved = _Saved(x, None, False, None, [self._frozen_group])
         return y
 

@@ -2,6 +2,8 @@
 
 import os
 
+from . import _config
+
 _requested = None
 
 
@@ -23,7 +25,6 @@ def get_num_threads():
 
 def threads_for(size):
     """Threads for a kernel over ``size`` elements: one below ``PARALLEL_MIN_ELEMENTS``."""
-    from . import _config
     return 1 if size < _config.PARALLEL_MIN_ELEMENTS else get_num_threads()
 
 
