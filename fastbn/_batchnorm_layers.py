@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _dispatch, _renorm, _validate
 from ._batchnorm import _eval_fast, batch_norm, batch_norm_backward, batch_norm_train
-from ._module import Module, _check_bool
+from ._module import Module, RunningStats, _check_bool
 
 _MAX_RANK = 64  # NumPy's limit, for checking the axis before an input is seen
 
@@ -66,7 +66,7 @@ def _stats_finite(mean, invstd):
     return bool(np.isfinite(mean).all() and not np.isnan(invstd).any() and (invstd != 0).all())
 
 
-class _BatchNorm(Module):
+class _BatchNorm(RunningStats, Module):
     """Batch normalization over every axis but the channel ``axis``.
 
     ``y = act((x - mean) / sqrt(var + eps) * weight + bias [+ residual])``; the
@@ -158,13 +158,6 @@ class _BatchNorm(Module):
                                      f"(track_running_stats=True)")
 
     # -- state ----------------------------------------------------------------------------
-
-    def reset_running_stats(self):
-        """Running mean 0, running variance 1, ``num_batches_tracked`` 0 (in place)."""
-        if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
 
     def reset_parameters(self):
         """:meth:`reset_running_stats`, then weight 1 and bias 0 (in place)."""

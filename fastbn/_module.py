@@ -27,6 +27,17 @@ def _check_bool(value, name):
     return bool(value)
 
 
+class RunningStats:
+    """``reset_running_stats`` for layers with ``running_mean``/``running_var`` buffers."""
+
+    def reset_running_stats(self):
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0 (in place)."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+
 class Module:
     """Base class of the fastbn layers.
 

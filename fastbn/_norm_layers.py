@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _dispatch, _validate
 from . import _validate_norms as _vn
-from ._module import Module, _check_bool
+from ._module import Module, RunningStats, _check_bool
 from ._norms import layer_norm_backward, layer_norm_train, rms_norm_backward, rms_norm_train
 from ._norms_channel import (group_norm_backward, group_norm_train, instance_norm,
                              instance_norm_backward, instance_norm_train)
@@ -203,7 +203,7 @@ class GroupNorm(_RowwiseNorm):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
 
 
-class _InstanceNorm(_RowwiseNorm):
+class _InstanceNorm(RunningStats, _RowwiseNorm):
     """Instance norm: each (sample, channel) normalised over its spatial dims.
 
     ``torch.nn.InstanceNorm*d``: the input's statistics normalise in training,
@@ -281,13 +281,6 @@ class _InstanceNorm(_RowwiseNorm):
         dx, dweight, dbias = instance_norm_backward(dy.reshape(xb.shape), xb, mean, invstd, weight,
                                                     batch_stats=batch_stats)
         return dx.reshape(x_shape), dweight, dbias
-
-    def reset_running_stats(self):
-        """Running mean 0, running variance 1, ``num_batches_tracked`` 0 (in place)."""
-        if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
 
     def reset_parameters(self):
         """:meth:`reset_running_stats`, then weight 1 and bias 0 (in place)."""

@@ -1,7 +1,25 @@
 """Shared fixtures; ``tests/`` is on sys.path, so tests import ``oracle`` directly."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+import fastbn
+
+#: Where the fastbn under test lives (site-packages when installed, else the checkout).
+FASTBN_ROOT = str(Path(fastbn.__file__).resolve().parent.parent)
+
+#: A working directory for subprocesses with no ``fastbn`` folder in it, so that
+#: they import the same fastbn as this process, never a source checkout beside it.
+SUBPROCESS_CWD = str(Path(__file__).resolve().parent)
+
+
+def subprocess_env(**extra):
+    """This environment with the fastbn under test first on ``PYTHONPATH``."""
+    path = os.pathsep.join(filter(None, [FASTBN_ROOT, os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """The ``fastbn`` command: ``info`` reports, ``bench`` writes JSON and PNG, bad options fail."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 import fastbn
 from fastbn import _threads
@@ -14,7 +15,6 @@ from fastbn._bench import cases, timing
 from fastbn.cli import main
 
 TINY = "4x8x5x5,4x8x5x5:cl,64x16"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastbn.__file__)))
 
 
 def test_info_prints_versions(capsys):
@@ -36,9 +36,9 @@ def test_info_json(capsys):
 
 
 def test_console_entry_point_runs():
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "fastbn.cli", "--version"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "fastbn.cli", "--version"],
+                          env=subprocess_env(), cwd=SUBPROCESS_CWD, capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0
     assert fastbn.__version__ in proc.stdout
 

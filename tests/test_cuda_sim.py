@@ -16,7 +16,6 @@
 
 import importlib.util
 import inspect
-import os
 import subprocess
 import sys
 import types
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 import fastbn
 from fastbn import _backend_cpu, _backend_cpu_rowwise
@@ -35,10 +36,7 @@ HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(**extra):
-    """This environment with the checkout first on ``PYTHONPATH``."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path, **extra)
+_env = subprocess_env
 
 
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
@@ -47,7 +45,7 @@ def test_simulator_cases_pass():
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(ROOT / "tests" / "cuda_sim_cases.py"),
          str(ROOT / "tests" / "cuda_sim_rowwise_cases.py")],
-        cwd=ROOT, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900)
+        cwd=SUBPROCESS_CWD, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
 
@@ -55,7 +53,7 @@ def test_simulator_cases_pass():
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
 def test_gpu_bench_correctness_part_runs_under_the_simulator():
     bench = ROOT / "benchmarks" / "gpu_bench.py"
-    proc = subprocess.run([sys.executable, str(bench), "--sim-smoke"], cwd=ROOT, env=_env(),
+    proc = subprocess.run([sys.executable, str(bench), "--sim-smoke"], cwd=SUBPROCESS_CWD, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "max |CUDA - CPU|" in proc.stdout and "ran 11 ops" in proc.stdout
@@ -90,7 +88,7 @@ def test_importing_the_cuda_backend_loads_no_cuda():
     code = ("import sys, fastbn, fastbn._cuda.backend, fastbn._cuda.backend_rowwise; "
             "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda', "
             "'fastbn._cuda.driver', 'fastbn._cuda.rowwise_driver'))]; assert not loaded, loaded")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], cwd=SUBPROCESS_CWD, env=_env(), check=True, timeout=120)
 
 
 def _gpu_present():

@@ -2,13 +2,14 @@
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 import fastbn
 from fastbn import _config
@@ -40,8 +41,8 @@ _DIGEST = textwrap.dedent("""
 
 
 def _digests(threads):
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", _DIGEST, json.dumps(CASES)], env=env,
+    res = subprocess.run([sys.executable, "-c", _DIGEST, json.dumps(CASES)],
+                         env=subprocess_env(NUMBA_NUM_THREADS=str(threads)), cwd=SUBPROCESS_CWD,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import SUBPROCESS_CWD, subprocess_env
 from fastbn import _config, _inference
 
 pytestmark = pytest.mark.skipif(not _inference.available(),
@@ -182,4 +183,5 @@ def test_import_does_not_import_numba():
             "x = np.ones((1, 2, 1), np.float32); p = np.ones(2, np.float32)\n"
             "inf.normalize_eval(x, p, p, p, p, 1e-5, False, None, x)\n"
             "assert 'numba' not in sys.modules, sorted(m for m in sys.modules if 'numba' in m)\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=SUBPROCESS_CWD,
+                   env=subprocess_env())

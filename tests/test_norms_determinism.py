@@ -1,7 +1,6 @@
 """The row-wise norms are bitwise reproducible: across kernel paths and thread counts."""
 
 import hashlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -9,11 +8,12 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import FASTBN_ROOT, SUBPROCESS_CWD, subprocess_env
+
 import fastbn
 from fastbn import _config
 from fastbn._cpu import rowwise_driver
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _all_results(rng_seed=0):
@@ -61,7 +61,7 @@ def test_pieces_path_equals_whole_rows_path(monkeypatch, chunk):
 def test_identical_across_thread_counts():
     script = textwrap.dedent(f"""
         import sys
-        sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, "tests")!r}]
+        sys.path[:0] = [{FASTBN_ROOT!r}, {SUBPROCESS_CWD!r}]
         from fastbn import _config
         import test_norms_determinism as t
         for chunk in (4096, 8):
@@ -70,8 +70,8 @@ def test_identical_across_thread_counts():
     """)
     digests = []
     for threads in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+        run = subprocess.run([sys.executable, "-c", script], cwd=SUBPROCESS_CWD,
+                             env=subprocess_env(NUMBA_NUM_THREADS=threads), capture_output=True,
                              text=True, timeout=600)
         assert run.returncode == 0, run.stderr
         digests.append(run.stdout.split())
