@@ -182,6 +182,9 @@ def test_import_does_not_import_numba():
     code = ("import sys, numpy as np, fastbn._inference as inf\n"
             "x = np.ones((1, 2, 1), np.float32); p = np.ones(2, np.float32)\n"
             "inf.normalize_eval(x, p, p, p, p, 1e-5, False, None, x)\n"
+            "import fastbn\n"
+            "fastbn.BatchNorm2d(3).eval()(np.ones((2, 3, 4, 4), np.float32))\n"
+            "fastbn.batch_norm(np.ones((5, 3)), np.zeros(3), np.ones(3), activation='relu')\n"
             "assert 'numba' not in sys.modules, sorted(m for m in sys.modules if 'numba' in m)\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=SUBPROCESS_CWD,
                    env=subprocess_env())
