@@ -27,9 +27,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, device,
-                   kernel)
-from ._primitives import (MASK_NONE, chunk_grad_sums, chunk_moments, fold_lanes, inverse_std,
-                          lane_blocks)
+                   inverse_std, kernel)
+from ._primitives import MASK_NONE, chunk_grad_sums, chunk_moments, fold_lanes, lane_blocks
 
 # --- device functions -----------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ order, so they give bitwise identical results:
 
 from numba import prange
 
-from ._jit import BOOL, F64, GEOM, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, kernel
+from ._jit import BOOL, F64, GEOM, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, inverse_std, kernel
 from ._primitives import (chunk_bounds, chunk_grad_sums, chunk_moments, input_grad_coefficients,
-                          input_grad_run, inverse_std, normalize_run, num_chunks)
+                          input_grad_run, normalize_run, num_chunks)
 
 
 @kernel(lambda t: (arr(t, 3, True), GEOM, PARTIALS))

@@ -19,7 +19,7 @@ copy is specialised and vectorised.
 
 import numpy as np
 
-from ._jit import device, inverse_std, relu  # noqa: F401 (inverse_std is re-exported)
+from ._jit import device, relu
 
 #: How backward finds the ReLU mask: none, recomputed from x, from the saved
 #: output, or from the saved output while also storing g (the residual's grad).

@@ -15,8 +15,7 @@ from ._jit import launch_threads
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
 
-from ._primitives import (MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,  # noqa: F401
-                          MASK_RECOMPUTE)
+from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE
 
 
 def _chunking(O, I):
