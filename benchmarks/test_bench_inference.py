@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 
 import bench_inference as bench
-from fastbn import _inference
-
-pytestmark = pytest.mark.skipif(not _inference.available(), reason="extension not built")
 
 LATENCY_SHAPES = [(1, 512), (1, 64, 56, 56)]
 

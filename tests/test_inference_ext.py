@@ -9,9 +9,6 @@ import pytest
 from conftest import SUBPROCESS_CWD, subprocess_env
 from fastbn import _config, _inference
 
-pytestmark = pytest.mark.skipif(not _inference.available(),
-                                reason=f"extension not built: {_inference.unavailable_reason()}")
-
 
 def oracle(x3, rm, rv, w, b, eps, relu=False, r3=None):
     """The eval contract, written out per channel in float64."""

@@ -9,9 +9,6 @@ import pytest
 
 from fastbn import _config, _inference
 
-pytestmark = pytest.mark.skipif(not _inference.available(),
-                                reason=f"extension not built: {_inference.unavailable_reason()}")
-
 THREADS, CALLS = 8, 200
 
 
