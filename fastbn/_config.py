@@ -12,8 +12,14 @@ they depend only on the shape, never on the thread count.
 CHUNK_ELEMENTS = 4096
 
 #: Independent float64 accumulators per sum (a power of two): the inner loops
-#: run across them, so they vectorise; part of the fixed rounding order.
-SUM_LANES = 64
+#: run across them, so they vectorise; each step adds four values per lane
+#: (``_cpu._primitives.BLOCK_ROWS``).  Part of the fixed rounding order.
+SUM_LANES = 16
+
+#: Longest run (bytes) of a channel whose successor the per-channel kernels
+#: prefetch while reducing it; a longer one would leave cache before its turn
+#: (and streams well by itself).
+PREFETCH_MAX_RUN_BYTES = 1 << 16
 
 #: Runs of at most this many elements per channel (``inner`` of the canonical
 #: view, e.g. a 7x7 feature map) go to the row kernels, which loop over whole
@@ -30,7 +36,7 @@ ROW_BLOCK_ELEMENTS = 1 << 17
 
 #: A channel's slab (bytes) up to which the training forward/backward read it
 #: once from memory and re-read it from cache (statistics, then normalise).
-SLAB_CACHE_BYTES = 1 << 20
+SLAB_CACHE_BYTES = 8 << 20
 
 #: Minimum channels per thread for the per-channel (cache-blocked) path; with
 #: fewer channels the reduced axis is split into chunks across threads.

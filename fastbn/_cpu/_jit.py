@@ -12,7 +12,10 @@ import functools
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .. import _threads, _welford
 
@@ -75,3 +78,33 @@ def device(fn):
 chan_merge = device(_welford.chan_merge)
 inverse_std = device(_welford.inverse_std)
 relu = device(_welford.relu)
+
+
+@intrinsic
+def _prefetch_element(typingctx, array, index):
+    """LLVM's ``llvm.prefetch`` (read, keep in all cache levels) of ``array[index]``."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]],
+                                           wraparound=False, boundscheck=False)
+        i32 = ir.IntType(32)
+        hint = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
+        prefetch = cgutils.get_or_insert_function(builder.module, hint, "llvm.prefetch.p0")
+        builder.call(prefetch, [pointer, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
+
+
+@device
+def prefetch_lines(a, start, stop):
+    """Ask the CPU to start loading the cache lines of ``a[start:stop]`` (1-D, in bounds).
+
+    A hint only: results never depend on it.  Used where the hardware
+    prefetcher cannot guess the next address (a channel's runs are one
+    ``C * inner`` stride apart), one call per block of work so the loads of the
+    next run overlap the arithmetic on this one.
+    """
+    step = max(1, 64 // a.itemsize)
+    for i in range(start, min(stop, a.shape[0]), step):
+        _prefetch_element(a, i)

@@ -5,7 +5,9 @@ small ``inner`` is ``(N, C, inner)`` with short runs (e.g. 7x7 feature maps),
 viewed as rows of ``C * inner`` elements, where per-run loops would spend more
 on overhead than on data.  Inner loops run across a row (independent
 per-element accumulators, so they vectorise without reassociation) against
-per-channel vectors expanded to one value per element.  With narrow rows, ``m``
+per-channel vectors expanded to one value per element; the reductions take
+``BLOCK_ROWS`` tiles per step (their pairwise sum added to each accumulator),
+which quarters the accumulators' loads and stores.  With narrow rows, ``m``
 consecutive rows form one contiguous *tile* of ``m * C * inner`` elements
 (``m = tile_rows``); rows past the last full tile of a block run one at a
 time.  Threads split the rows into blocks of ``rows_per_block`` (a multiple of
@@ -18,8 +20,9 @@ import numpy as np
 from numba import prange
 
 from ._jit import BOOL, F64, I64, PARTIALS, VEC_IN, arr, device, kernel, relu
-from ._primitives import (MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE, MASK_RECOMPUTE,
-                          input_grad_coefficients, input_grad_value, upstream_grad)
+from ._primitives import (BLOCK_ROWS, MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,
+                          MASK_RECOMPUTE, block_sum, input_grad_coefficients, input_grad_value,
+                          upstream_grad)
 
 
 @device
@@ -73,6 +76,28 @@ def _deviation_sums(x, pivot, s1, s2):
         s2[i] += d * d
 
 
+@device
+def _deviation_sums_block(xs, pivot, s1, s2):
+    """``_deviation_sums`` of ``BLOCK_ROWS`` tiles ``xs[0..3]`` at once (pairwise per element)."""
+    for i in range(xs.shape[1]):
+        d0 = xs[0, i] - pivot[i]
+        d1 = xs[1, i] - pivot[i]
+        d2 = xs[2, i] - pivot[i]
+        d3 = xs[3, i] - pivot[i]
+        s1[i] += block_sum(d0, d1, d2, d3)
+        s2[i] += block_sum(d0 * d0, d1 * d1, d2 * d2, d3 * d3)
+
+
+@device
+def _deviation_sums_tiles(tiles, pivot, s1, s2):
+    """Deviation sums over whole tiles: ``BLOCK_ROWS`` at a time, then the rest one by one."""
+    nblocks = tiles.shape[0] // BLOCK_ROWS
+    for q in range(nblocks):
+        _deviation_sums_block(tiles[q * BLOCK_ROWS:(q + 1) * BLOCK_ROWS], pivot, s1, s2)
+    for t in range(nblocks * BLOCK_ROWS, tiles.shape[0]):
+        _deviation_sums(tiles[t], pivot, s1, s2)
+
+
 @kernel(lambda t: (arr(t, 2, True), I64, I64, I64, PARTIALS))
 def rows_partials(x2, inner, rows_per_block, tile_rows, part):
     """``part[j, c] = (count, mean, m2)`` of row block ``j``, in one pass.
@@ -92,10 +117,8 @@ def rows_partials(x2, inner, rows_per_block, tile_rows, part):
         s1_t = np.zeros(pivot_t.shape[0])
         s2_t = np.zeros(pivot_t.shape[0])
         tiles, rest = _tiles(x2, r0, r1, tile_rows)
-        for t in range(tiles.shape[0]):
-            _deviation_sums(tiles[t], pivot_t, s1_t, s2_t)
-        for r in range(rest, r1):
-            _deviation_sums(x2[r], pivot_t[:W], s1_t[:W], s2_t[:W])
+        _deviation_sums_tiles(tiles, pivot_t, s1_t, s2_t)
+        _deviation_sums_tiles(x2[rest:r1], pivot_t[:W], s1_t[:W], s2_t[:W])
         s1 = np.zeros(C)
         s2 = np.zeros(C)
         _fold_elements(s1_t, s1, inner)
@@ -147,14 +170,38 @@ def _grad_sums_span(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
 
 
 @device
-def _grad_sums_mode(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
-    """``_grad_sums_span`` specialised by a literal mask mode (so it vectorises)."""
+def _grad_sums_block(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
+    """``_grad_sums_span`` of ``BLOCK_ROWS`` tiles (rows of the 2-D arguments) at once."""
+    for i in range(x.shape[1]):
+        g0 = upstream_grad(dy[0, i], x[0, i], y[0, i], mean[i], k[i], bias[i], mask_mode)
+        g1 = upstream_grad(dy[1, i], x[1, i], y[1, i], mean[i], k[i], bias[i], mask_mode)
+        g2 = upstream_grad(dy[2, i], x[2, i], y[2, i], mean[i], k[i], bias[i], mask_mode)
+        g3 = upstream_grad(dy[3, i], x[3, i], y[3, i], mean[i], k[i], bias[i], mask_mode)
+        sg[i] += block_sum(g0, g1, g2, g3)
+        sgx[i] += block_sum(g0 * (x[0, i] - mean[i]), g1 * (x[1, i] - mean[i]),
+                            g2 * (x[2, i] - mean[i]), g3 * (x[3, i] - mean[i]))
+
+
+@device
+def _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, mask_mode, sg, sgx):
+    """Gradient sums over whole tiles: ``BLOCK_ROWS`` at a time, then the rest one by one."""
+    nblocks = x_t.shape[0] // BLOCK_ROWS
+    for q in range(nblocks):
+        b = slice(q * BLOCK_ROWS, (q + 1) * BLOCK_ROWS)
+        _grad_sums_block(dy_t[b], x_t[b], y_t[b], mean, k, bias, mask_mode, sg, sgx)
+    for t in range(nblocks * BLOCK_ROWS, x_t.shape[0]):
+        _grad_sums_span(dy_t[t], x_t[t], y_t[t], mean, k, bias, mask_mode, sg, sgx)
+
+
+@device
+def _grad_sums_mode(dy_t, x_t, y_t, mean, k, bias, mask_mode, sg, sgx):
+    """``_grad_sums_tiles`` specialised by a literal mask mode (so it vectorises)."""
     if mask_mode == MASK_RECOMPUTE:
-        _grad_sums_span(dy, x, y, mean, k, bias, MASK_RECOMPUTE, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_RECOMPUTE, sg, sgx)
     elif mask_mode >= MASK_FROM_OUTPUT:
-        _grad_sums_span(dy, x, y, mean, k, bias, MASK_FROM_OUTPUT, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_FROM_OUTPUT, sg, sgx)
     else:
-        _grad_sums_span(dy, x, y, mean, k, bias, MASK_NONE, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_NONE, sg, sgx)
 
 
 @kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
@@ -174,11 +221,9 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invs
         y_t, _ = _tiles(y2, r0, r1, tile_rows)
         sg_t = np.zeros(mean_t.shape[0])
         sgx_t = np.zeros(mean_t.shape[0])
-        for t in range(x_t.shape[0]):
-            _grad_sums_mode(dy_t[t], x_t[t], y_t[t], mean_t, k_t, bias_t, mask_mode, sg_t, sgx_t)
-        for r in range(rest, r1):
-            _grad_sums_mode(dy2[r], x2[r], y2[r], mean_t[:W], k_t[:W], bias_t[:W], mask_mode,
-                            sg_t[:W], sgx_t[:W])
+        _grad_sums_mode(dy_t, x_t, y_t, mean_t, k_t, bias_t, mask_mode, sg_t, sgx_t)
+        _grad_sums_mode(dy2[rest:r1], x2[rest:r1], y2[rest:r1], mean_t[:W], k_t[:W], bias_t[:W],
+                        mask_mode, sg_t[:W], sgx_t[:W])
         sg = np.zeros(C)
         sgx = np.zeros(C)
         _fold_elements(sg_t, sg, inner)

@@ -28,7 +28,8 @@ from numba import njit, prange
 
 from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, device,
                    inverse_std, kernel)
-from ._primitives import MASK_NONE, chunk_grad_sums, chunk_moments, fold_lanes, lane_blocks
+from ._primitives import (MASK_NONE, block_sum, chunk_grad_sums, chunk_moments, fold_lanes,
+                          lane_blocks)
 
 # --- device functions -----------------------------------------------------------------------
 
@@ -57,8 +58,11 @@ def sum_squares(seg, lanes):
     blocks, start = lane_blocks(seg, lanes)
     for t in range(blocks.shape[0]):
         for k in range(lanes):
-            v = np.float64(blocks[t, k])
-            acc[k] += v * v
+            v0 = np.float64(blocks[t, 0, k])
+            v1 = np.float64(blocks[t, 1, k])
+            v2 = np.float64(blocks[t, 2, k])
+            v3 = np.float64(blocks[t, 3, k])
+            acc[k] += block_sum(v0 * v0, v1 * v1, v2 * v2, v3 * v3)
     tail = 0.0
     for i in range(start, seg.shape[0]):
         v = np.float64(seg[i])
@@ -70,7 +74,7 @@ def sum_squares(seg, lanes):
 def chunk_stats(x3, r, i0, i1, centered, lanes):
     """``(count, mean, m2)`` of ``x3[0, r, i0:i1]`` (uncentered: mean 0, m2 the sum of squares)."""
     if centered:
-        return chunk_moments(x3, r, 0, 1, i0, i1, lanes)
+        return chunk_moments(x3, r, 0, 1, i0, i1, lanes, False)
     return float(i1 - i0), 0.0, sum_squares(x3[0, r, i0:i1], lanes)
 
 
@@ -115,9 +119,13 @@ def weighted_grad_sums(dy, x, w, mean, lanes):
     bw, _ = lane_blocks(w, lanes)
     for t in range(bdy.shape[0]):
         for k in range(lanes):
-            e = bdy[t, k] * bw[t, k]
-            acc_g[k] += e
-            acc_h[k] += e * (bx[t, k] - mean)
+            e0 = bdy[t, 0, k] * bw[t, 0, k]
+            e1 = bdy[t, 1, k] * bw[t, 1, k]
+            e2 = bdy[t, 2, k] * bw[t, 2, k]
+            e3 = bdy[t, 3, k] * bw[t, 3, k]
+            acc_g[k] += block_sum(e0, e1, e2, e3)
+            acc_h[k] += block_sum(e0 * (bx[t, 0, k] - mean), e1 * (bx[t, 1, k] - mean),
+                                  e2 * (bx[t, 2, k] - mean), e3 * (bx[t, 3, k] - mean))
     tail_g = tail_h = 0.0
     for i in range(start, dy.shape[0]):
         e = dy[i] * w[i]
@@ -137,7 +145,8 @@ def piece_grad_sums(dy3, x3, r, p, i0, i1, mean, weight, base, inner, lanes):
         a, b = weighted_grad_sums(dy3[0, r, i0:i1], x3[0, r, i0:i1], weight[base + i0:base + i1],
                                   mean, lanes)
         return a, b, 0.0, 0.0
-    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, 0.0, 0.0, MASK_NONE, lanes)
+    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, 0.0, 0.0, MASK_NONE, lanes,
+                             False)
     return weight[base + p] * s1, weight[base + p] * s2, s1, s2
 
 

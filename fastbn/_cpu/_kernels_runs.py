@@ -1,7 +1,8 @@
 """Channel-runs kernels: ``x3`` is ``(O, C, I)`` with runs of ``I > 1`` elements.
 
-``geom`` is the chunk geometry ``(group, width, nsub, lanes)`` from the driver
-(see ``_primitives``); it is an array so that ``lanes`` stays a runtime value.
+``geom`` is the chunk geometry ``(group, width, nsub, lanes, prefetch_next)``
+from the driver (see ``_primitives``); it is an array so that ``lanes`` stays a
+runtime value.
 
 Two decompositions compute the same chunk partials and fold them in the same
 order, so they give bitwise identical results:
@@ -29,7 +30,7 @@ def runs_partials(x3, geom, part):
         j = t // C
         c = t - j * C
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-        n, m, m2 = chunk_moments(x3, c, o0, o1, i0, i1, lanes)
+        n, m, m2 = chunk_moments(x3, c, o0, o1, i0, i1, lanes, False)
         part[c, j, 0] = n
         part[c, j, 1] = m
         part[c, j, 2] = m2
@@ -54,12 +55,13 @@ def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, 
     """Training forward, one channel per thread: statistics, then normalise the cached slab."""
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
+    prefetch_next = geom[4] != 0
     nch = num_chunks(O, group, nsub)
     for c in prange(C):
         n = m = m2 = 0.0
         for j in range(nch):
             o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-            nb, mb, m2b = chunk_moments(x3, c, o0, o1, i0, i1, lanes)
+            nb, mb, m2b = chunk_moments(x3, c, o0, o1, i0, i1, lanes, prefetch_next)
             n, m, m2 = chan_merge(n, m, m2, nb, mb, m2b)
         invstd = inverse_std(m2 / n, eps)
         k = invstd * weight[c]
@@ -82,7 +84,7 @@ def runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode,
         c = t - j * C
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
         sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], invstd[c] * weight[c],
-                                  bias[c], mask_mode, lanes)
+                                  bias[c], mask_mode, lanes, False)
         part[c, j, 0] = sg
         part[c, j, 1] = sgx
 
@@ -109,6 +111,7 @@ def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode
     """Backward, one channel per thread: gradient sums, then dx from the cached slab."""
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
+    prefetch_next = geom[4] != 0
     nch = num_chunks(O, group, nsub)
     count = float(O * I)
     for c in prange(C):
@@ -118,7 +121,7 @@ def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode
         for j in range(nch):
             o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
             a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], k, bias[c],
-                                        mask_mode, lanes)
+                                        mask_mode, lanes, prefetch_next)
             sg += a_g
             sgx += a_gx
         a, c1, c2 = input_grad_coefficients(sg, sgx, invstd[c], weight[c], count, batch_stats)

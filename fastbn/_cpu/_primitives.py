@@ -5,12 +5,22 @@ either ``group`` whole runs ``x3[o0:o1, c, :]`` (short runs) or one run cut into
 ``nsub`` pieces of ``width`` elements (long runs).
 
 Sums inside a chunk keep ``lanes`` independent float64 accumulators: each run
-is viewed as ``(n, lanes)`` blocks and the inner loop runs across the lanes, so
-LLVM's loop vectoriser emits packed SIMD without reassociating anything (no
-fast-math), and the lanes are folded by a fixed pairwise tree.  ``lanes`` is a
-runtime argument on purpose: a constant would be fully unrolled first and then
-not vectorised.  The rounding is therefore fixed by the shape and ``lanes``,
-never by the thread count.
+is viewed as ``(n, BLOCK_ROWS, lanes)`` blocks and the inner loop runs across
+the lanes, so LLVM's loop vectoriser emits packed SIMD without reassociating
+anything (no fast-math).  Each step adds the pairwise sum of a block's
+``BLOCK_ROWS`` values to a lane, which quarters the loads and stores of the
+accumulators (they live in memory, ``lanes`` being a runtime value), and the
+lanes are folded by a fixed pairwise tree at the end.  ``lanes`` is a runtime
+argument on purpose: a constant would be fully unrolled first and then not
+vectorised.  The rounding is therefore fixed by the shape and ``lanes``, never
+by the thread count.
+
+``prefetch_next`` makes a chunk ask for the same elements of the channel's next
+run while it reduces this one (one hint per block, outside the vector loop):
+when one thread walks a whole channel, consecutive runs are ``C * inner``
+elements apart and the hardware prefetcher, which stops at page boundaries,
+does not see them coming.  The driver turns it off for runs too long to stay
+in cache until they are used.
 
 Loops whose body depends on a mode (ReLU mask source, batch or frozen
 statistics) are written once and called with literal modes, so each inlined
@@ -19,7 +29,10 @@ copy is specialised and vectorised.
 
 import numpy as np
 
-from ._jit import device, relu
+from ._jit import device, prefetch_lines, relu
+
+#: Values per lane per step of the lane loops (a block is ``BLOCK_ROWS * lanes`` elements).
+BLOCK_ROWS = 4
 
 #: How backward finds the ReLU mask: none, recomputed from x, from the saved
 #: output, or from the saved output while also storing g (the residual's grad).
@@ -54,13 +67,26 @@ def fold_lanes(acc):
 
 @device
 def lane_blocks(seg, lanes):
-    """``seg`` split into full ``(n, lanes)`` blocks and the index where the tail starts."""
-    n = seg.shape[0] // lanes
-    return seg[:n * lanes].reshape((n, lanes)), n * lanes
+    """``seg`` split into full ``(n, BLOCK_ROWS, lanes)`` blocks and the index where the tail starts."""
+    step = BLOCK_ROWS * lanes
+    n = seg.shape[0] // step
+    return seg[:n * step].reshape((n, BLOCK_ROWS, lanes)), n * step
 
 
 @device
-def chunk_moments(x3, c, o0, o1, i0, i1, lanes):
+def block_sum(v0, v1, v2, v3):
+    """The fixed pairwise sum of one lane's ``BLOCK_ROWS`` values."""
+    return (v0 + v1) + (v2 + v3)
+
+
+@device
+def next_run(a3, o, c, i0, i1):
+    """Elements ``[i0, i1)`` of channel ``c``'s run after run ``o`` (the last run: itself)."""
+    return a3[min(o + 1, a3.shape[0] - 1), c, i0:i1]
+
+
+@device
+def chunk_moments(x3, c, o0, o1, i0, i1, lanes, prefetch_next):
     """``(count, mean, m2)`` of a chunk in one pass, from sums of deviations from a pivot.
 
     The pivot ``p`` is the chunk's first element.  With ``d = x - p``,
@@ -75,14 +101,21 @@ def chunk_moments(x3, c, o0, o1, i0, i1, lanes):
     acc2 = np.zeros(lanes)
     tail1 = 0.0
     tail2 = 0.0
+    step = BLOCK_ROWS * lanes
     for o in range(o0, o1):
         seg = x3[o, c, i0:i1]
+        ahead = next_run(x3, o, c, i0, i1)
         blocks, start = lane_blocks(seg, lanes)
         for t in range(blocks.shape[0]):
+            if prefetch_next:
+                prefetch_lines(ahead, t * step, (t + 1) * step)
             for k in range(lanes):
-                d = blocks[t, k] - pivot
-                acc1[k] += d
-                acc2[k] += d * d
+                d0 = blocks[t, 0, k] - pivot
+                d1 = blocks[t, 1, k] - pivot
+                d2 = blocks[t, 2, k] - pivot
+                d3 = blocks[t, 3, k] - pivot
+                acc1[k] += block_sum(d0, d1, d2, d3)
+                acc2[k] += block_sum(d0 * d0, d1 * d1, d2 * d2, d3 * d3)
         for i in range(start, seg.shape[0]):
             d = seg[i] - pivot
             tail1 += d
@@ -118,16 +151,30 @@ def upstream_grad(dy, x, y, mean, k, shift, mask_mode):
 
 
 @device
-def _grad_sums_run(dy, x, y, mean, k, shift, mask_mode, lanes, acc_g, acc_h):
-    """Add one run's ``g`` and ``g * (x - mean)`` into the lane accumulators; returns the tails."""
+def _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, mask_mode, lanes, acc_g,
+                   acc_h):
+    """Add one run's ``g`` and ``g * (x - mean)`` into the lane accumulators; returns the tails.
+
+    ``ahead`` holds the next runs ``(dy, x, y)``, prefetched if ``prefetch_next``.
+    """
     bdy, start = lane_blocks(dy, lanes)
     bx, _ = lane_blocks(x, lanes)
     by, _ = lane_blocks(y, lanes)
+    step = BLOCK_ROWS * lanes
     for t in range(bdy.shape[0]):
+        if prefetch_next:
+            prefetch_lines(ahead[0], t * step, (t + 1) * step)
+            prefetch_lines(ahead[1], t * step, (t + 1) * step)
+            if mask_mode >= MASK_FROM_OUTPUT:
+                prefetch_lines(ahead[2], t * step, (t + 1) * step)
         for j in range(lanes):
-            g = upstream_grad(bdy[t, j], bx[t, j], by[t, j], mean, k, shift, mask_mode)
-            acc_g[j] += g
-            acc_h[j] += g * (bx[t, j] - mean)
+            g0 = upstream_grad(bdy[t, 0, j], bx[t, 0, j], by[t, 0, j], mean, k, shift, mask_mode)
+            g1 = upstream_grad(bdy[t, 1, j], bx[t, 1, j], by[t, 1, j], mean, k, shift, mask_mode)
+            g2 = upstream_grad(bdy[t, 2, j], bx[t, 2, j], by[t, 2, j], mean, k, shift, mask_mode)
+            g3 = upstream_grad(bdy[t, 3, j], bx[t, 3, j], by[t, 3, j], mean, k, shift, mask_mode)
+            acc_g[j] += block_sum(g0, g1, g2, g3)
+            acc_h[j] += block_sum(g0 * (bx[t, 0, j] - mean), g1 * (bx[t, 1, j] - mean),
+                                  g2 * (bx[t, 2, j] - mean), g3 * (bx[t, 3, j] - mean))
     tail_g = 0.0
     tail_h = 0.0
     for i in range(start, dy.shape[0]):
@@ -138,7 +185,8 @@ def _grad_sums_run(dy, x, y, mean, k, shift, mask_mode, lanes, acc_g, acc_h):
 
 
 @device
-def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, k, shift, mask_mode, lanes):
+def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, k, shift, mask_mode, lanes,
+                    prefetch_next):
     """``(sum g, sum g * (x - mean))`` over a chunk, g the upstream gradient."""
     acc_g = np.zeros(lanes)
     acc_h = np.zeros(lanes)
@@ -146,12 +194,17 @@ def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, k, shift, mask_mode, l
     tail_h = 0.0
     for o in range(o0, o1):
         dy, x, y = dy3[o, c, i0:i1], x3[o, c, i0:i1], y3[o, c, i0:i1]
+        ahead = (next_run(dy3, o, c, i0, i1), next_run(x3, o, c, i0, i1),
+                 next_run(y3, o, c, i0, i1))
         if mask_mode == MASK_RECOMPUTE:
-            a, b = _grad_sums_run(dy, x, y, mean, k, shift, MASK_RECOMPUTE, lanes, acc_g, acc_h)
+            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, MASK_RECOMPUTE,
+                                  lanes, acc_g, acc_h)
         elif mask_mode >= MASK_FROM_OUTPUT:
-            a, b = _grad_sums_run(dy, x, y, mean, k, shift, MASK_FROM_OUTPUT, lanes, acc_g, acc_h)
+            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift,
+                                  MASK_FROM_OUTPUT, lanes, acc_g, acc_h)
         else:
-            a, b = _grad_sums_run(dy, x, y, mean, k, shift, MASK_NONE, lanes, acc_g, acc_h)
+            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, MASK_NONE, lanes,
+                                  acc_g, acc_h)
         tail_g += a
         tail_h += b
     return fold_lanes(acc_g) + tail_g, fold_lanes(acc_h) + tail_h

@@ -18,14 +18,19 @@ from . import _kernels_runs as runs
 from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE
 
 
-def _chunking(O, I):
-    """``(group, width, nsub, lanes)``: the fixed chunk partition of a channel (see ``_primitives``)."""
+def _chunking(O, I, itemsize):
+    """``(group, width, nsub, lanes, prefetch_next)``: a channel's fixed chunk partition.
+
+    See ``_primitives``; ``prefetch_next`` is a hint for the per-channel
+    kernels and does not change the partition.
+    """
     chunk = _config.CHUNK_ELEMENTS
     if I >= chunk:
         group, width, nsub = 1, chunk, -(-I // chunk)
     else:
         group, width, nsub = max(1, chunk // I), I, 1
-    return np.array([group, width, nsub, _config.SUM_LANES], dtype=np.int64)
+    prefetch_next = I * itemsize <= _config.PREFETCH_MAX_RUN_BYTES
+    return np.array([group, width, nsub, _config.SUM_LANES, prefetch_next], dtype=np.int64)
 
 
 def _num_chunks(O, geom):
@@ -47,9 +52,17 @@ def _row_blocking(x3):
     return inner, rows_per_block, tile_rows
 
 
-def _per_channel(C, nthreads):
-    """Whether one-channel-per-thread keeps every thread busy."""
-    return C >= nthreads and (C % nthreads == 0 or C >= _config.CHANNELS_PER_THREAD * nthreads)
+def _per_channel(x3, nthreads, streams):
+    """Whether to take one channel per thread, reading its slab once from memory.
+
+    Only if the channel's slab (``streams`` full-size inputs) fits in
+    ``SLAB_CACHE_BYTES``, so the second pass finds it in cache, and there are
+    enough channels to keep every thread busy; otherwise streaming passes.
+    """
+    O, C, I = x3.shape
+    fits = streams * O * I * x3.itemsize <= _config.SLAB_CACHE_BYTES
+    busy = C >= nthreads and (C % nthreads == 0 or C >= _config.CHANNELS_PER_THREAD * nthreads)
+    return fits and busy
 
 
 def _rows(a3):
@@ -64,7 +77,7 @@ def _moment_partials(x3):
         rows.rows_partials(_rows(x3), *blocking, part)
         part = part.transpose(1, 0, 2)
     else:
-        geom = _chunking(O, I)
+        geom = _chunking(O, I, x3.itemsize)
         part = np.empty((C, _num_chunks(O, geom), 3))
         runs.runs_partials(x3, geom, part)
     return part
@@ -96,10 +109,10 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     """Batch statistics and the normalised output; returns ``(mean, invstd, m2)``."""
     nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
-    if not _as_rows(x3) and _per_channel(C, nthreads):
+    if not _as_rows(x3) and _per_channel(x3, nthreads, 1):
         mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
         has_res = res3 is not None
-        runs.runs_train_fused(x3, _chunking(O, I), weight, bias, float(eps),
+        runs.runs_train_fused(x3, _chunking(O, I, x3.itemsize), weight, bias, float(eps),
                               res3 if has_res else x3, has_res, use_relu, y3, mean, invstd, m2)
         return mean, invstd, m2
     _, mean, m2 = moments(x3)
@@ -132,7 +145,7 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
                                 bias, mask_mode, part)
         part = part.transpose(1, 0, 2)
     else:
-        geom = _chunking(O, I)
+        geom = _chunking(O, I, x3.itemsize)
         part = np.empty((C, _num_chunks(O, geom), 2))
         runs.runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, part)
     common.sum_grad_partials(part, sum_g, sum_gx)
@@ -162,10 +175,10 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
     """
     nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
-    if not _as_rows(x3) and _per_channel(C, nthreads):
+    if not _as_rows(x3) and _per_channel(x3, nthreads, 2):
         y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
         sum_g, sum_gx = np.empty(C), np.empty(C)
-        runs.runs_backward_fused(dy3, x3, y3, _chunking(O, I), mean, invstd, weight, bias,
+        runs.runs_backward_fused(dy3, x3, y3, _chunking(O, I, x3.itemsize), mean, invstd, weight, bias,
                                  mask_mode, batch_stats, dx3, dres3, sum_g, sum_gx)
         return sum_g, sum_gx
     sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)

@@ -1,0 +1,76 @@
+"""Evidence that the CPU kernels' hot loops are vectorised: packed SIMD in their machine code.
+
+Each kernel is compiled afresh for float32 (Numba refuses to show the assembly
+of a cached kernel) and its x86 assembly is scanned for floating-point
+arithmetic on packed vectors (``vaddpd``, ``vmulps``, ``vcvtps2pd`` ... on
+``xmm``/``ymm``/``zmm`` registers) against the scalar forms (``vaddsd`` ...).
+The kernels accumulate and normalise in float64, so packed-double arithmetic
+on the widest registers of the CPU is what their inner loops should show.
+"""
+
+import collections
+import re
+
+from numba import njit
+
+#: Kernels whose inner loops carry the work, by backend module.
+HOT_KERNELS = {
+    "_kernels_runs": ("runs_partials", "runs_train_fused", "runs_normalize",
+                      "runs_backward_fused", "runs_input_grad"),
+    "_kernels_rows": ("rows_partials", "rows_normalize", "rows_grad_partials",
+                      "rows_input_grad"),
+    "_kernels_rowwise": ("train_fused", "backward_fused"),
+}
+
+_ARITHMETIC = re.compile(r"^\s*v?(?:(?:add|sub|mul|div|max|min|fmadd\w*?)(?P<form>[ps])[sd]"
+                         r"|(?P<convert>cvtps2pd|cvtpd2ps))\s[^\n]*?%(?P<register>[xyz]mm)")
+
+
+def _assembly(module_name, kernel_name):
+    from importlib import import_module
+
+    from .._cpu._jit import FLOATS
+    kernel = getattr(import_module(f"fastbn._cpu.{module_name}"), kernel_name)
+    fresh = njit([kernel._signature_of(FLOATS[0])], parallel=True, nogil=True)(kernel.py_func)
+    return next(iter(fresh.inspect_asm().values()))
+
+
+def instruction_counts(assembly):
+    """``Counter`` of ``(form, register)``: form ``packed`` or ``scalar`` float arithmetic."""
+    counts = collections.Counter()
+    for line in assembly.splitlines():
+        match = _ARITHMETIC.match(line)
+        if match:
+            packed = match["convert"] is not None or match["form"] == "p"
+            counts["packed" if packed else "scalar", match["register"]] += 1
+    return counts
+
+
+def report(kernels=HOT_KERNELS):
+    """Rows ``(kernel, packed zmm, packed ymm, packed xmm, scalar)`` for the hot kernels."""
+    rows = []
+    for module_name, names in kernels.items():
+        for name in names:
+            counts = instruction_counts(_assembly(module_name, name))
+            scalar = sum(n for (form, _), n in counts.items() if form == "scalar")
+            rows.append((name, counts["packed", "zmm"], counts["packed", "ymm"],
+                         counts["packed", "xmm"], scalar))
+    return rows
+
+
+def hot_loop(module_name, kernel_name, anchor="vcvtps2pd"):
+    """The basic block of ``kernel_name``'s float32 assembly around its first ``anchor``."""
+    lines = _assembly(module_name, kernel_name).splitlines()
+    at = next(i for i, line in enumerate(lines) if anchor in line)
+    start = max(i for i in range(at + 1) if lines[i].startswith("."))
+    end = next((i for i in range(at, len(lines)) if re.match(r"\s*j\w+\s", lines[i])), at)
+    return "\n".join(lines[start:end + 1])
+
+
+if __name__ == "__main__":   # pragma: no cover - run as ``python -m fastbn._bench.vector_report``
+    print(f"{'kernel (float32)':24s} {'packed zmm':>10s} {'packed ymm':>10s} {'packed xmm':>10s} "
+          f"{'scalar':>7s}")
+    for row in report():
+        print(f"{row[0]:24s} {row[1]:10d} {row[2]:10d} {row[3]:10d} {row[4]:7d}")
+    print("\nhot loop of runs_train_fused (chunk statistics):")
+    print(hot_loop("_kernels_runs", "runs_train_fused"))
