@@ -9,6 +9,7 @@ on the widest registers of the CPU is what their inner loops should show.
 """
 
 import collections
+import platform
 import re
 
 from numba import njit
@@ -25,6 +26,13 @@ HOT_KERNELS = {
 _ARITHMETIC = re.compile(r"^\s*v?(?:(?:add|sub|mul|div|max|min|fmadd\w*?)(?P<form>[ps])[sd]"
                          r"|(?P<convert>cvtps2pd|cvtpd2ps))\s[^\n]*?%(?P<register>[xyz]mm)")
 
+#: AArch64: NEON/SVE arithmetic on ``v0.2d``/``v0.4s`` (packed) or ``d0``/``s0`` (scalar).
+_ARITHMETIC_ARM = re.compile(r"^\s*(?:fadd|fsub|fmul|fdiv|fmax|fmin|fmla|fcvtl2?|fcvtn2?)\s+"
+                             r"(?:(?P<vector>[vz]\d+\.\d*[sd])|[sd]\d+)\b")
+
+#: The statistics loop's signature instructions: widen float32 to float64, subtract, add.
+STATISTICS_OPS = {"x86": ("vcvtps2pd", "vsubpd", "vaddpd"), "arm": ("fcvtl", "fsub", "fadd")}
+
 
 def _assembly(module_name, kernel_name):
     from importlib import import_module
@@ -35,32 +43,50 @@ def _assembly(module_name, kernel_name):
     return next(iter(fresh.inspect_asm().values()))
 
 
+def architecture():
+    """``"x86"`` or ``"arm"``: the instruction set whose assembly this machine's Numba emits."""
+    return "arm" if platform.machine().lower() in ("aarch64", "arm64") else "x86"
+
+
 def instruction_counts(assembly):
-    """``Counter`` of ``(form, register)``: form ``packed`` or ``scalar`` float arithmetic."""
+    """``Counter`` of ``(form, register)``: form ``packed`` or ``scalar`` float arithmetic.
+
+    x86-64 registers are ``xmm``/``ymm``/``zmm``; AArch64 vector registers count
+    as ``neon``, its scalar ones as ``fp``.
+    """
     counts = collections.Counter()
     for line in assembly.splitlines():
         match = _ARITHMETIC.match(line)
         if match:
             packed = match["convert"] is not None or match["form"] == "p"
             counts["packed" if packed else "scalar", match["register"]] += 1
+            continue
+        match = _ARITHMETIC_ARM.match(line)
+        if match:
+            packed = match["vector"] is not None
+            counts["packed" if packed else "scalar", "neon" if packed else "fp"] += 1
     return counts
 
 
 def report(kernels=HOT_KERNELS):
-    """Rows ``(kernel, packed zmm, packed ymm, packed xmm, scalar)`` for the hot kernels."""
+    """Rows ``(kernel, packed zmm, packed ymm, packed xmm or NEON, scalar)`` for the hot kernels."""
     rows = []
     for module_name, names in kernels.items():
         for name in names:
             counts = instruction_counts(_assembly(module_name, name))
             scalar = sum(n for (form, _), n in counts.items() if form == "scalar")
             rows.append((name, counts["packed", "zmm"], counts["packed", "ymm"],
-                         counts["packed", "xmm"], scalar))
+                         counts["packed", "xmm"] + counts["packed", "neon"], scalar))
     return rows
 
 
-def hot_loop(module_name, kernel_name, anchor="vcvtps2pd"):
-    """The basic block of ``kernel_name``'s float32 assembly around its first ``anchor``."""
+def hot_loop(module_name, kernel_name, anchor=None):
+    """The basic block of ``kernel_name``'s float32 assembly around its first ``anchor``.
+
+    ``anchor`` defaults to this machine's float32-to-float64 widening instruction.
+    """
     lines = _assembly(module_name, kernel_name).splitlines()
+    anchor = anchor or STATISTICS_OPS[architecture()][0]
     at = next(i for i, line in enumerate(lines) if anchor in line)
     start = max(i for i in range(at + 1) if lines[i].startswith("."))
     end = next((i for i in range(at, len(lines)) if re.match(r"\s*j\w+\s", lines[i])), at)
@@ -68,7 +94,7 @@ def hot_loop(module_name, kernel_name, anchor="vcvtps2pd"):
 
 
 if __name__ == "__main__":   # pragma: no cover - run as ``python -m fastbn._bench.vector_report``
-    print(f"{'kernel (float32)':24s} {'packed zmm':>10s} {'packed ymm':>10s} {'packed xmm':>10s} "
+    print(f"{'kernel (float32)':24s} {'packed zmm':>10s} {'packed ymm':>10s} {'xmm/NEON':>10s} "
           f"{'scalar':>7s}")
     for row in report():
         print(f"{row[0]:24s} {row[1]:10d} {row[2]:10d} {row[3]:10d} {row[4]:7d}")
