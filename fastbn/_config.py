@@ -30,6 +30,12 @@ ROW_KERNEL_MAX_INNER = 256
 #: vector loop runs over a long contiguous span even when C is small.
 ROW_TILE_ELEMENTS = 512
 
+#: Row kernels' gradient sums: tiles of at least this many elements are added
+#: ``BLOCK_ROWS`` at a time (fewer accumulator loads and stores); shorter
+#: tiles one at a time, which streams them from memory 1.4-1.8x faster
+#: (measured on (65536, 64), (100352, 64) and (12544, 512) against (4096, 1024)).
+ROW_SUMS_BLOCKED_MIN_TILE = 1024
+
 #: Target elements per row block for channel-contiguous rows ((N, C) and
 #: channels-last), rounded to whole tiles.
 ROW_BLOCK_ELEMENTS = 1 << 17

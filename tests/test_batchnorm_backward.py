@@ -88,3 +88,21 @@ def test_forward_stats_feed_backward_reference(rng):
     assert mean.dtype == np.float64 and invstd.dtype == np.float64
     np.testing.assert_allclose(invstd, 1 / np.sqrt(rvar + 1e-5), rtol=1e-6)
     assert batch_norm_ref(x, rmean, rvar).shape == x.shape
+
+
+@pytest.mark.parametrize("blocked_min_tile", [1, 1 << 62])
+@pytest.mark.parametrize("mask", [None, "relu"])
+def test_row_gradient_sums_blocked_and_one_tile_at_a_time(rng, blocked_min_tile, mask,
+                                                          monkeypatch):
+    """Both accumulation orders of the row kernels' gradient sums match the reference."""
+    from fastbn import _config
+    monkeypatch.setattr(_config, "ROW_SUMS_BLOCKED_MIN_TILE", blocked_min_tile)
+    x = (rng.standard_normal((203, 24)) * 2 + 3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(24).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    _, mean, invstd = fastbn.batch_norm_train(x, w, b, activation=mask)
+    dx, dw, db = fastbn.batch_norm_backward(dy, x, mean, invstd, w, bias=b, activation=mask)
+    ref = batch_norm_backward_ref(dy, x, w, b, activation=mask)
+    for got, want in zip((dx, dw, db), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -16,26 +16,28 @@ PARTIALS_VIEW = types.Array(F64, 3, "A", readonly=True)
 
 @njit((PARTIALS_VIEW, VEC, VEC, VEC), nogil=True, cache=True)
 def merge_moments(part, count_out, mean_out, m2_out):
-    """Chan-merge ``part[c, :] = (count, mean, m2)`` left to right for each channel."""
+    """Chan-merge ``part[c, :] = (count, mean, m2)`` left to right for each channel.
+
+    Chunk by chunk, across the channels in the inner loop (it vectorises; each
+    channel's merge order is unchanged).
+    """
     C, nch, _ = part.shape
-    for c in range(C):
-        n = m = m2 = 0.0
-        for j in range(nch):
-            n, m, m2 = chan_merge(n, m, m2, part[c, j, 0], part[c, j, 1], part[c, j, 2])
-        count_out[c] = n
-        mean_out[c] = m
-        m2_out[c] = m2
+    count_out[:] = 0.0
+    mean_out[:] = 0.0
+    m2_out[:] = 0.0
+    for j in range(nch):
+        for c in range(C):
+            count_out[c], mean_out[c], m2_out[c] = chan_merge(
+                count_out[c], mean_out[c], m2_out[c], part[c, j, 0], part[c, j, 1], part[c, j, 2])
 
 
 @njit((PARTIALS_VIEW, VEC, VEC), nogil=True, cache=True)
 def sum_grad_partials(part, sum_g_out, sum_gx_out):
-    """Add ``part[c, :] = (sum g, sum g * xc)`` left to right for each channel."""
+    """Add ``part[c, :] = (sum g, sum g * xc)`` left to right for each channel (chunk by chunk)."""
     C, nch, _ = part.shape
-    for c in range(C):
-        sg = 0.0
-        sgx = 0.0
-        for j in range(nch):
-            sg += part[c, j, 0]
-            sgx += part[c, j, 1]
-        sum_g_out[c] = sg
-        sum_gx_out[c] = sgx
+    sum_g_out[:] = 0.0
+    sum_gx_out[:] = 0.0
+    for j in range(nch):
+        for c in range(C):
+            sum_g_out[c] += part[c, j, 0]
+            sum_gx_out[c] += part[c, j, 1]

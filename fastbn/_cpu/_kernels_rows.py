@@ -19,7 +19,7 @@ block-major (``part[j, c]``) so that each block writes one contiguous span.
 import numpy as np
 from numba import prange
 
-from ._jit import BOOL, F64, I64, PARTIALS, VEC_IN, arr, device, kernel, relu
+from ._jit import BOOL, F64, I64, PARTIALS, VEC_IN, arr, device, kernel, prefetch_lines, relu
 from ._primitives import (BLOCK_ROWS, MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,
                           MASK_RECOMPUTE, block_sum, input_grad_coefficients, input_grad_value,
                           upstream_grad)
@@ -45,6 +45,19 @@ def _tiles(a2, r0, r1, m):
     """Rows ``[r0, r1)`` of ``a2`` as full tiles ``(k, m * width)``, and the first row left over."""
     k = (r1 - r0) // m
     return a2[r0:r0 + k * m].reshape((k, m * a2.shape[1])), r0 + k * m
+
+
+@device
+def _prefetch_tiles(tiles, t0, t1):
+    """Hint tiles ``[t0, t1)`` of ``tiles`` (clipped to its end) into cache.
+
+    The statistics read ``BLOCK_ROWS`` tiles side by side, a short stream per
+    tile, which the hardware prefetcher picks up late; asking for the next
+    block while this one is reduced keeps the loads flowing (measured 20-25%
+    faster statistics on (4096, 1024) and (65536, 64) from memory).
+    """
+    for t in range(t0, min(t1, tiles.shape[0])):
+        prefetch_lines(tiles[t], 0, tiles.shape[1])
 
 
 @device
@@ -93,6 +106,7 @@ def _deviation_sums_tiles(tiles, pivot, s1, s2):
     """Deviation sums over whole tiles: ``BLOCK_ROWS`` at a time, then the rest one by one."""
     nblocks = tiles.shape[0] // BLOCK_ROWS
     for q in range(nblocks):
+        _prefetch_tiles(tiles, (q + 1) * BLOCK_ROWS, (q + 2) * BLOCK_ROWS)
         _deviation_sums_block(tiles[q * BLOCK_ROWS:(q + 1) * BLOCK_ROWS], pivot, s1, s2)
     for t in range(nblocks * BLOCK_ROWS, tiles.shape[0]):
         _deviation_sums(tiles[t], pivot, s1, s2)
@@ -183,9 +197,9 @@ def _grad_sums_block(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
 
 
 @device
-def _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, mask_mode, sg, sgx):
-    """Gradient sums over whole tiles: ``BLOCK_ROWS`` at a time, then the rest one by one."""
-    nblocks = x_t.shape[0] // BLOCK_ROWS
+def _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, mask_mode, blocked, sg, sgx):
+    """Gradient sums over whole tiles: ``BLOCK_ROWS`` at a time if ``blocked``, then one by one."""
+    nblocks = x_t.shape[0] // BLOCK_ROWS if blocked else 0
     for q in range(nblocks):
         b = slice(q * BLOCK_ROWS, (q + 1) * BLOCK_ROWS)
         _grad_sums_block(dy_t[b], x_t[b], y_t[b], mean, k, bias, mask_mode, sg, sgx)
@@ -194,21 +208,26 @@ def _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, mask_mode, sg, sgx):
 
 
 @device
-def _grad_sums_mode(dy_t, x_t, y_t, mean, k, bias, mask_mode, sg, sgx):
+def _grad_sums_mode(dy_t, x_t, y_t, mean, k, bias, mask_mode, blocked, sg, sgx):
     """``_grad_sums_tiles`` specialised by a literal mask mode (so it vectorises)."""
     if mask_mode == MASK_RECOMPUTE:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_RECOMPUTE, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_RECOMPUTE, blocked, sg, sgx)
     elif mask_mode >= MASK_FROM_OUTPUT:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_FROM_OUTPUT, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_FROM_OUTPUT, blocked, sg, sgx)
     else:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_NONE, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_NONE, blocked, sg, sgx)
 
 
 @kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
-                   VEC_IN, VEC_IN, VEC_IN, I64, PARTIALS))
+                   VEC_IN, VEC_IN, VEC_IN, I64, BOOL, PARTIALS))
 def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias,
-                       mask_mode, part):
-    """``part[j, c] = (sum g, sum g * (x - mean))`` of row block ``j``."""
+                       mask_mode, blocked, part):
+    """``part[j, c] = (sum g, sum g * (x - mean))`` of row block ``j``.
+
+    ``blocked``: add ``BLOCK_ROWS`` tiles per step, or one tile per step, which
+    streams short tiles from memory faster (two streams instead of eight);
+    the driver picks by tile length, so the rounding depends on the shape only.
+    """
     R, W = x2.shape
     C = mean.shape[0]
     mean_t = _expanded(mean, tile_rows, inner)
@@ -221,9 +240,9 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invs
         y_t, _ = _tiles(y2, r0, r1, tile_rows)
         sg_t = np.zeros(mean_t.shape[0])
         sgx_t = np.zeros(mean_t.shape[0])
-        _grad_sums_mode(dy_t, x_t, y_t, mean_t, k_t, bias_t, mask_mode, sg_t, sgx_t)
+        _grad_sums_mode(dy_t, x_t, y_t, mean_t, k_t, bias_t, mask_mode, blocked, sg_t, sgx_t)
         _grad_sums_mode(dy2[rest:r1], x2[rest:r1], y2[rest:r1], mean_t[:W], k_t[:W], bias_t[:W],
-                        mask_mode, sg_t[:W], sgx_t[:W])
+                        mask_mode, blocked, sg_t[:W], sgx_t[:W])
         sg = np.zeros(C)
         sgx = np.zeros(C)
         _fold_elements(sg_t, sg, inner)

@@ -141,8 +141,9 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     if _as_rows(x3):
         blocking = _row_blocking(x3)
         part = np.empty((-(-O // blocking[1]), C, 2))
+        blocked = blocking[2] * C * I >= _config.ROW_SUMS_BLOCKED_MIN_TILE
         rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), *blocking, mean, invstd, weight,
-                                bias, mask_mode, part)
+                                bias, mask_mode, blocked, part)
         part = part.transpose(1, 0, 2)
     else:
         geom = _chunking(O, I, x3.itemsize)
