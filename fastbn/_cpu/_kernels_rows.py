@@ -7,7 +7,8 @@ on overhead than on data.  Inner loops run across a row (independent
 per-element accumulators, so they vectorise without reassociation) against
 per-channel vectors expanded to one value per element; the reductions take
 ``BLOCK_ROWS`` tiles per step (their pairwise sum added to each accumulator),
-which quarters the accumulators' loads and stores.  With narrow rows, ``m``
+which quarters the accumulators' loads and stores (the gradient sums of short
+tiles take one per step instead, see ``rows_grad_partials``).  With narrow rows, ``m``
 consecutive rows form one contiguous *tile* of ``m * C * inner`` elements
 (``m = tile_rows``); rows past the last full tile of a block run one at a
 time.  Threads split the rows into blocks of ``rows_per_block`` (a multiple of
