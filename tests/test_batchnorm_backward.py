@@ -106,3 +106,33 @@ def test_row_gradient_sums_blocked_and_one_tile_at_a_time(rng, blocked_min_tile,
     ref = batch_norm_backward_ref(dy, x, w, b, activation=mask)
     for got, want in zip((dx, dw, db), ref):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("lanes", [16, 32])
+@pytest.mark.parametrize("mask", [None, "relu"])
+def test_channel_run_tails_both_decompositions(rng, lanes, mask, monkeypatch):
+    """Runs of 309 elements: full lane blocks, lane rows and a scalar rest, every lane count.
+
+    Per channel (slab from cache) and per chunk (streaming) give the reference
+    and the same bits.
+    """
+    from fastbn import _config
+    monkeypatch.setattr(_config, "RUN_SUM_LANES", lanes)
+    x = (rng.standard_normal((3, 4, 309)) * 2 + 3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(4).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    ref_y, ref_mean, ref_var, _ = batch_norm_train_ref(x, w, b, activation=mask)
+    ref_grads = batch_norm_backward_ref(dy, x, w, b, activation=mask)[:3]
+    results = []
+    for slab_bytes in (1 << 30, 0):
+        monkeypatch.setattr(_config, "SLAB_CACHE_BYTES", slab_bytes)
+        y, mean, invstd = fastbn.batch_norm_train(x, w, b, activation=mask)
+        grads = fastbn.batch_norm_backward(dy, x, mean, invstd, w, bias=b, activation=mask)
+        np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-6, atol=1e-7)
+        for got, want in zip(grads, ref_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        results.append((y, mean, invstd) + tuple(grads))
+    for fused, streamed in zip(*results):
+        np.testing.assert_array_equal(fused, streamed)

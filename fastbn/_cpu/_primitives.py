@@ -10,10 +10,12 @@ the lanes, so LLVM's loop vectoriser emits packed SIMD without reassociating
 anything (no fast-math).  Each step adds the pairwise sum of a block's
 ``BLOCK_ROWS`` values to a lane, which quarters the loads and stores of the
 accumulators (they live in memory, ``lanes`` being a runtime value), and the
-lanes are folded by a fixed pairwise tree at the end.  ``lanes`` is a runtime
-argument on purpose: a constant would be fully unrolled first and then not
-vectorised.  The rounding is therefore fixed by the shape and ``lanes``, never
-by the thread count.
+lanes are folded by a fixed pairwise tree at the end.  What is left after the
+blocks still runs across the lanes, one row of ``lanes`` values at a time
+(``lane_rows``); only the last ``< lanes`` elements of a run are scalar.
+``lanes`` is a runtime argument on purpose: a constant would be fully unrolled
+first and then not vectorised.  The rounding is therefore fixed by the shape
+and ``lanes``, never by the thread count.
 
 ``prefetch_next`` makes a chunk ask for the same elements of the channel's next
 run while it reduces this one (one hint per block, outside the vector loop):
@@ -74,6 +76,18 @@ def lane_blocks(seg, lanes):
 
 
 @device
+def lane_rows(seg, start, lanes):
+    """``seg[start:]`` (a block tail) as full ``(m, lanes)`` rows, and the index of the scalar rest.
+
+    The rows still run across the lane accumulators, so a run whose length is
+    not a multiple of ``BLOCK_ROWS * lanes`` leaves fewer than ``lanes``
+    elements to the scalar loop.
+    """
+    m = (seg.shape[0] - start) // lanes
+    return seg[start:start + m * lanes].reshape((m, lanes)), start + m * lanes
+
+
+@device
 def block_sum(v0, v1, v2, v3):
     """The fixed pairwise sum of one lane's ``BLOCK_ROWS`` values."""
     return (v0 + v1) + (v2 + v3)
@@ -116,7 +130,13 @@ def chunk_moments(x3, c, o0, o1, i0, i1, lanes, prefetch_next):
                 d3 = blocks[t, 3, k] - pivot
                 acc1[k] += block_sum(d0, d1, d2, d3)
                 acc2[k] += block_sum(d0 * d0, d1 * d1, d2 * d2, d3 * d3)
-        for i in range(start, seg.shape[0]):
+        rows, rest = lane_rows(seg, start, lanes)
+        for t in range(rows.shape[0]):
+            for k in range(lanes):
+                d = rows[t, k] - pivot
+                acc1[k] += d
+                acc2[k] += d * d
+        for i in range(rest, seg.shape[0]):
             d = seg[i] - pivot
             tail1 += d
             tail2 += d * d
@@ -175,9 +195,17 @@ def _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, mask_mode, la
             acc_g[j] += block_sum(g0, g1, g2, g3)
             acc_h[j] += block_sum(g0 * (bx[t, 0, j] - mean), g1 * (bx[t, 1, j] - mean),
                                   g2 * (bx[t, 2, j] - mean), g3 * (bx[t, 3, j] - mean))
+    rdy, rest = lane_rows(dy, start, lanes)
+    rx, _ = lane_rows(x, start, lanes)
+    ry, _ = lane_rows(y, start, lanes)
+    for t in range(rdy.shape[0]):
+        for j in range(lanes):
+            g = upstream_grad(rdy[t, j], rx[t, j], ry[t, j], mean, k, shift, mask_mode)
+            acc_g[j] += g
+            acc_h[j] += g * (rx[t, j] - mean)
     tail_g = 0.0
     tail_h = 0.0
-    for i in range(start, dy.shape[0]):
+    for i in range(rest, dy.shape[0]):
         g = upstream_grad(dy[i], x[i], y[i], mean, k, shift, mask_mode)
         tail_g += g
         tail_h += g * (x[i] - mean)

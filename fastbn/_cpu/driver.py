@@ -30,7 +30,7 @@ def _chunking(O, I, itemsize):
     else:
         group, width, nsub = max(1, chunk // I), I, 1
     prefetch_next = I * itemsize <= _config.PREFETCH_MAX_RUN_BYTES
-    return np.array([group, width, nsub, _config.SUM_LANES, prefetch_next], dtype=np.int64)
+    return np.array([group, width, nsub, _config.RUN_SUM_LANES, prefetch_next], dtype=np.int64)
 
 
 def _num_chunks(O, geom):
