@@ -19,9 +19,10 @@ SUM_LANES = 16
 
 #: The same for batch norm's channel-runs kernels.  32 lanes (four zmm
 #: registers of float64) make each vector loop long enough to hide the
-#: per-block bookkeeping of the per-channel kernels: measured 10-20% faster
-#: training forward and backward on (8, 256, 28, 28) and (32, 64, 56, 56) than
-#: 16 (the row-wise norms measured no gain).  Fixed by nothing but this value,
+#: per-block bookkeeping of the per-channel kernels: measured 3-12% faster
+#: training forward, 4-18% faster backward and a 2-13% faster layer step on
+#: NCHW maps than 16 (``benchmarks/bench_tunable.py``; the row-wise norms
+#: measured no gain).  Fixed by nothing but this value,
 #: so both decompositions (per channel, per chunk) still round alike.
 RUN_SUM_LANES = 32
 
