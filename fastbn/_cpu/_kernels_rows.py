@@ -63,7 +63,7 @@ def _prefetch_tiles(tiles, t0, t1):
 
 @device
 def _fold_elements(acc, out, inner):
-    """``out[c] += acc[e]`` for every element ``e`` of channel ``c`` (acc spans whole rows), in order."""
+    """``out[c] += acc[e]`` for each element ``e`` of channel ``c``, in order (acc spans rows)."""
     C = out.shape[0]
     for q in range(acc.shape[0] // (C * inner)):
         for c in range(C):

@@ -69,7 +69,7 @@ def fold_lanes(acc):
 
 @device
 def lane_blocks(seg, lanes):
-    """``seg`` split into full ``(n, BLOCK_ROWS, lanes)`` blocks and the index where the tail starts."""
+    """``seg`` as full ``(n, BLOCK_ROWS, lanes)`` blocks, and the index where the tail starts."""
     step = BLOCK_ROWS * lanes
     n = seg.shape[0] // step
     return seg[:n * step].reshape((n, BLOCK_ROWS, lanes)), n * step

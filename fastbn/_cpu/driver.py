@@ -18,18 +18,19 @@ from . import _kernels_runs as runs
 from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE
 
 
-def _chunking(O, I, itemsize):
-    """``(group, width, nsub, lanes, prefetch_next)``: a channel's fixed chunk partition.
+def _chunking(x3):
+    """``(group, width, nsub, lanes, prefetch_next)``: the chunk partition of a channel of ``x3``.
 
     See ``_primitives``; ``prefetch_next`` is a hint for the per-channel
     kernels and does not change the partition.
     """
+    I = x3.shape[2]
     chunk = _config.CHUNK_ELEMENTS
     if I >= chunk:
         group, width, nsub = 1, chunk, -(-I // chunk)
     else:
         group, width, nsub = max(1, chunk // I), I, 1
-    prefetch_next = I * itemsize <= _config.PREFETCH_MAX_RUN_BYTES
+    prefetch_next = I * x3.itemsize <= _config.PREFETCH_MAX_RUN_BYTES
     return np.array([group, width, nsub, _config.RUN_SUM_LANES, prefetch_next], dtype=np.int64)
 
 
@@ -77,7 +78,7 @@ def _moment_partials(x3):
         rows.rows_partials(_rows(x3), *blocking, part)
         part = part.transpose(1, 0, 2)
     else:
-        geom = _chunking(O, I, x3.itemsize)
+        geom = _chunking(x3)
         part = np.empty((C, _num_chunks(O, geom), 3))
         runs.runs_partials(x3, geom, part)
     return part
@@ -112,7 +113,7 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     if not _as_rows(x3) and _per_channel(x3, nthreads, 1):
         mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
         has_res = res3 is not None
-        runs.runs_train_fused(x3, _chunking(O, I, x3.itemsize), weight, bias, float(eps),
+        runs.runs_train_fused(x3, _chunking(x3), weight, bias, float(eps),
                               res3 if has_res else x3, has_res, use_relu, y3, mean, invstd, m2)
         return mean, invstd, m2
     _, mean, m2 = moments(x3)
@@ -146,7 +147,7 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
                                 bias, mask_mode, blocked, part)
         part = part.transpose(1, 0, 2)
     else:
-        geom = _chunking(O, I, x3.itemsize)
+        geom = _chunking(x3)
         part = np.empty((C, _num_chunks(O, geom), 2))
         runs.runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, part)
     common.sum_grad_partials(part, sum_g, sum_gx)
@@ -179,8 +180,8 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
     if not _as_rows(x3) and _per_channel(x3, nthreads, 2):
         y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
         sum_g, sum_gx = np.empty(C), np.empty(C)
-        runs.runs_backward_fused(dy3, x3, y3, _chunking(O, I, x3.itemsize), mean, invstd, weight, bias,
-                                 mask_mode, batch_stats, dx3, dres3, sum_g, sum_gx)
+        runs.runs_backward_fused(dy3, x3, y3, _chunking(x3), mean, invstd, weight, bias, mask_mode,
+                                 batch_stats, dx3, dres3, sum_g, sum_gx)
         return sum_g, sum_gx
     sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
     input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,
