@@ -3,9 +3,9 @@
 Every kernel has one explicit signature per float dtype: inputs are typed
 read-only (a writable array converts to that type, so read-only input needs no
 extra compilation), outputs writable, and the per-channel vectors are float64.
-A dtype's machine code is built (or, with ``cache=True``, loaded from the cache)
-the first time that kernel runs on that dtype, so a float32-only workload never
-pays for the float64 compilation.
+A dtype's machine code is built (or loaded from the disk cache, see
+``fastbn._jit_cache``) the first time that kernel runs on that dtype, so a
+float32-only workload never pays for the float64 compilation.
 """
 
 import functools
@@ -18,6 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import _threads, _welford
+from .._jit_cache import enable_package_cache
 
 F64 = types.float64
 I64 = types.int64
@@ -49,8 +50,7 @@ class Kernel:
         found = self._by_dtype.get(dtype)
         if found is None:
             numba_type = FLOATS[np.dtype(dtype) == np.float64]
-            found = njit([self._signature_of(numba_type)], parallel=True, nogil=True,
-                         cache=True)(self.py_func)
+            found = compiled([self._signature_of(numba_type)], parallel=True)(self.py_func)
             self._by_dtype[dtype] = found
         return found
 
@@ -70,9 +70,20 @@ def kernel(signature_of):
     return lambda fn: Kernel(fn, signature_of)
 
 
+def compiled(signatures, **options):
+    """``njit(signatures, nogil=True, **options)`` with fastbn's source-stamped disk cache."""
+    def build(fn):
+        dispatcher = enable_package_cache(njit(nogil=True, **options)(fn))
+        for signature in signatures:
+            dispatcher.compile(signature)
+        dispatcher.disable_compile()
+        return dispatcher
+    return build
+
+
 def device(fn):
     """An inlined helper for the kernels (no signature: typed where it is used)."""
-    return njit(inline="always", nogil=True, cache=True)(fn)
+    return enable_package_cache(njit(inline="always", nogil=True)(fn))
 
 
 chan_merge = device(_welford.chan_merge)

@@ -5,16 +5,14 @@ costs.  ``part`` is indexed ``[c, j]``; the row kernels write theirs block-major
 (contiguous per block) and pass a transposed view, hence any-layout signatures.
 """
 
-from numba import njit
-
 from numba import types
 
-from ._jit import F64, VEC, chan_merge
+from ._jit import F64, VEC, chan_merge, compiled
 
 PARTIALS_VIEW = types.Array(F64, 3, "A", readonly=True)
 
 
-@njit((PARTIALS_VIEW, VEC, VEC, VEC), nogil=True, cache=True)
+@compiled([(PARTIALS_VIEW, VEC, VEC, VEC)])
 def merge_moments(part, count_out, mean_out, m2_out):
     """Chan-merge ``part[c, :] = (count, mean, m2)`` left to right for each channel.
 
@@ -31,7 +29,7 @@ def merge_moments(part, count_out, mean_out, m2_out):
                 count_out[c], mean_out[c], m2_out[c], part[c, j, 0], part[c, j, 1], part[c, j, 2])
 
 
-@njit((PARTIALS_VIEW, VEC, VEC), nogil=True, cache=True)
+@compiled([(PARTIALS_VIEW, VEC, VEC)])
 def sum_grad_partials(part, sum_g_out, sum_gx_out):
     """Add ``part[c, :] = (sum g, sum g * xc)`` left to right for each channel (chunk by chunk)."""
     C, nch, _ = part.shape

@@ -24,10 +24,10 @@ the sum of squares.  ``geom`` is ``(G, inner, width, lanes)`` from the driver
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, device,
-                   inverse_std, kernel)
+from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, compiled,
+                   device, inverse_std, kernel)
 from ._primitives import (MASK_NONE, block_sum, chunk_grad_sums, chunk_moments, fold_lanes,
                           lane_blocks)
 
@@ -308,7 +308,7 @@ def piece_grad_partials(dy3, x3, geom, mean, weight, part):
         part[r, p, 3] = s2
 
 
-@njit((PARTIALS_IN, GEOM, VEC_IN, BOOL, VEC, VEC, VEC, VEC), nogil=True, cache=True)
+@compiled([(PARTIALS_IN, GEOM, VEC_IN, BOOL, VEC, VEC, VEC, VEC)])
 def fold_piece_partials(part, geom, invstd, segment_grads, sum_wg, sum_wgx, dw, db):
     """Fold ``piece_grad_partials`` in piece then row order (the order of ``backward_fused``).
 
@@ -358,7 +358,7 @@ def column_grads(dy3, x3, geom, mean, invstd, dw, db):
                                dw[base + i0:base + i1], db[base + i0:base + i1])
 
 
-@njit((arr(F64, 2, True), arr(F64, 2, True), VEC, VEC), nogil=True, cache=True)
+@compiled([(arr(F64, 2, True), arr(F64, 2, True), VEC, VEC)])
 def fold_blocks(pdw, pdb, dw, db):
     """``dw += sum over b of pdw[b]`` (and ``db`` from ``pdb``), block by block in order.
 

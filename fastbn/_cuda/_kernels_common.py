@@ -12,9 +12,10 @@ import math
 from numba import cuda, float64
 
 from ._device import block_reduce, combine, inverse_std
+from ._jit import kernel
 
 
-@cuda.jit(cache=True)
+@kernel
 def merge_partials(part, moments, out):
     """``out[:, c]`` = the merge of ``part[c, :]``: moments (Chan) or sums (addition)."""
     sh = cuda.shared.array(0, float64)
@@ -31,7 +32,7 @@ def merge_partials(part, moments, out):
         out[2, c] = a2
 
 
-@cuda.jit(cache=True)
+@kernel
 def copy(src, out):
     """``out = src`` (converting the dtype)."""
     c = cuda.grid(1)
@@ -39,14 +40,14 @@ def copy(src, out):
         out[c] = src[c]
 
 
-@cuda.jit(cache=True)
+@kernel
 def fill(out, value):
     c = cuda.grid(1)
     if c < out.shape[0]:
         out[c] = value
 
 
-@cuda.jit(cache=True)
+@kernel
 def inverse_stds(m2, divisor, eps, out):
     """``out = 1 / sqrt(m2 / divisor + eps)`` (``divisor`` 1 turns a variance into invstd)."""
     c = cuda.grid(1)
@@ -54,21 +55,21 @@ def inverse_stds(m2, divisor, eps, out):
         out[c] = inverse_std(float64(m2[c]) / divisor, eps)
 
 
-@cuda.jit(cache=True)
+@kernel
 def multiply(a, b, out):
     c = cuda.grid(1)
     if c < out.shape[0]:
         out[c] = a[c] * b[c]
 
 
-@cuda.jit(cache=True)
+@kernel
 def divide(a, d, out):
     c = cuda.grid(1)
     if c < out.shape[0]:
         out[c] = a[c] / d
 
 
-@cuda.jit(cache=True)
+@kernel
 def flag_nonfinite(a, b, flag):
     """``flag[0] = 1`` when ``a`` or ``b`` holds a NaN or an infinity (all writers write 1)."""
     c = cuda.grid(1)
@@ -76,7 +77,7 @@ def flag_nonfinite(a, b, flag):
         flag[0] = 1
 
 
-@cuda.jit(cache=True)
+@kernel
 def blend(buf, batch, momentum):
     """``buf = (1 - momentum) * buf + momentum * batch`` in float64, in place."""
     c = cuda.grid(1)

@@ -13,6 +13,7 @@ from numba import cuda, float64
 from .._backend_cpu import MASK_FROM_OUTPUT
 from ._device import (accumulate, block_reduce, input_grad_coefficients, input_grad_value,
                       normalized, shifted_moments, store_partial, upstream_grad)
+from ._jit import kernel
 
 
 @cuda.jit(device=True)
@@ -26,7 +27,7 @@ def _block_tile(R, rows_per_block, tile, nrb):
     return t, t // tile, cuda.blockDim.x // tile, q * tile + t % tile, j, r0, r1
 
 
-@cuda.jit(cache=True)
+@kernel
 def moment_partials(x2, rows_per_block, tile, part):
     """``part[c, j] = (count, mean, m2)`` of row block ``j`` of channel ``c``."""
     sh = cuda.shared.array(0, float64)
@@ -42,7 +43,7 @@ def moment_partials(x2, rows_per_block, tile, part):
         store_partial(part, c, j, n, mean, m2)
 
 
-@cuda.jit(cache=True)
+@kernel
 def normalize(x2, rows_per_block, tile, nrb, mean, invstd, weight, bias, res2, has_residual,
               use_relu, y2):
     """``y = act((x - mean) * invstd * weight + bias [+ residual])`` over one tile per block."""
@@ -57,7 +58,7 @@ def normalize(x2, rows_per_block, tile, nrb, mean, invstd, weight, bias, res2, h
             y2[r, c] = normalized(float64(x2[r, c]), m, k, b, v, has_residual, use_relu)
 
 
-@cuda.jit(cache=True)
+@kernel
 def grad_partials(dy2, x2, y2, rows_per_block, tile, mean, invstd, weight, bias, mask_mode, part):
     """``part[c, j] = (sum g, sum g * (x - mean), 0)`` of row block ``j``."""
     sh = cuda.shared.array(0, float64)
@@ -79,7 +80,7 @@ def grad_partials(dy2, x2, y2, rows_per_block, tile, mean, invstd, weight, bias,
         store_partial(part, c, j, sg, sgx, 0.0)
 
 
-@cuda.jit(cache=True)
+@kernel
 def input_grad(dy2, x2, y2, rows_per_block, tile, nrb, mean, invstd, weight, bias, mask_mode,
                sum_g, sum_gx, count, batch_stats, dx2, dres2, has_dres):
     """dx (and the activation-masked dy into ``dres2``) over one tile per block."""

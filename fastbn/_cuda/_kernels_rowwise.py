@@ -32,6 +32,7 @@ from numba import cuda, float64
 from .._cpu import _kernels_rowwise as _cpu_rowwise
 from ._device import (accumulate, block_reduce, inverse_std, shifted_moments, store_partial,
                       walk_next, walk_start)
+from ._jit import kernel
 from ._kernels_rows import _block_tile
 
 #: The CPU's ``dx = invstd * w * dy - c1 - (x - mean) * c2`` coefficients, same source.
@@ -155,7 +156,7 @@ def block_piece(nch):
 # --- forward ---------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@kernel
 def moment_partials(x3, width, centered, part):
     """``part[r, j] = (count, mean, m2)`` of chunk ``j`` (``width`` elements) of row ``r``."""
     sh = cuda.shared.array(0, float64)
@@ -167,7 +168,7 @@ def moment_partials(x3, width, centered, part):
         store_partial(part, r, j, n, mean, m2)
 
 
-@cuda.jit(cache=True)
+@kernel
 def normalize(x3, G, inner, width, mean, invstd, weight, bias, y3):
     """Normalise chunk ``j`` of row ``r`` with per-row ``mean`` and ``invstd`` (a block each)."""
     K = x3.shape[2]
@@ -177,7 +178,7 @@ def normalize(x3, G, inner, width, mean, invstd, weight, bias, y3):
                    (r % G) * (K // inner), inner)
 
 
-@cuda.jit(cache=True)
+@kernel
 def train_rows(x3, G, inner, weight, bias, eps, centered, y3, mean_out, invstd_out, var_out):
     """Training forward, one block per row: statistics, then normalise the cached row."""
     sh = cuda.shared.array(0, float64)
@@ -197,7 +198,7 @@ def train_rows(x3, G, inner, weight, bias, eps, centered, y3, mean_out, invstd_o
 # --- backward --------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@kernel
 def grad_partials(dy3, x3, G, inner, seg_len, nsub, width, mean, weight, part):
     """``part[r, p] = block_piece_sums`` of piece ``p`` of row ``r`` (one block each)."""
     sh = cuda.shared.array(0, float64)
@@ -210,7 +211,7 @@ def grad_partials(dy3, x3, G, inner, seg_len, nsub, width, mean, weight, part):
         store_piece(part, r, p, wa, wb, a, b)
 
 
-@cuda.jit(cache=True)
+@kernel
 def input_grad(dy3, x3, G, inner, width, mean, invstd, weight, sum_wg, sum_wgx, inv_k, centered,
                batch_stats, dx3):
     """dx over chunk ``j`` of row ``r`` from the row sums ``sum w dy``, ``sum w dy xc``."""
@@ -222,7 +223,7 @@ def input_grad(dy3, x3, G, inner, width, mean, invstd, weight, sum_wg, sum_wgx, 
                     c1, c2, weight, (r % G) * (K // inner), inner, batch_stats)
 
 
-@cuda.jit(cache=True)
+@kernel
 def backward_rows(dy3, x3, G, inner, mean, invstd, weight, inv_k, centered, batch_stats, dx3,
                   part):
     """Backward, one block per row: piece sums (into ``part``) in order, then dx from the cache.
@@ -249,7 +250,7 @@ def backward_rows(dy3, x3, G, inner, mean, invstd, weight, inv_k, centered, batc
                     batch_stats)
 
 
-@cuda.jit(cache=True)
+@kernel
 def channel_grads(part, G, nsub, invstd, out):
     """``out[:, c] = (sum dy, sum dy * xhat)`` of channel ``c`` (per-channel affine).
 
@@ -275,7 +276,7 @@ def channel_grads(part, G, nsub, invstd, out):
         out[1, c] = a1
 
 
-@cuda.jit(cache=True)
+@kernel
 def column_grad_partials(dy2, x2, rows_per_block, tile, G, S, mean, invstd, part):
     """``part[c, j] = (sum dy, sum dy * xhat, 0)`` of row block ``j`` of column ``c``.
 
@@ -298,7 +299,7 @@ def column_grad_partials(dy2, x2, rows_per_block, tile, G, S, mean, invstd, part
         store_partial(part, c, j, a0, a1, 0.0)
 
 
-@cuda.jit(cache=True)
+@kernel
 def fold_columns(part, out):
     """``out[:, c]`` = the sums of ``column_grad_partials`` over row blocks, in order.
 
@@ -315,7 +316,7 @@ def fold_columns(part, out):
         out[1, c] = a1
 
 
-@cuda.jit(cache=True)
+@kernel
 def repeat(v, out):
     """``out[i] = v[i % len(v)]``: a per-row vector broadcast from its trailing values."""
     i = cuda.grid(1)

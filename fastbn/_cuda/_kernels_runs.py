@@ -15,6 +15,7 @@ from .._backend_cpu import MASK_FROM_OUTPUT
 from ._device import (accumulate, block_reduce, chunk_bounds, input_grad_coefficients,
                       input_grad_value, normalized, shifted_moments, store_partial, upstream_grad,
                       walk_next, walk_start)
+from ._jit import kernel
 
 
 @cuda.jit(device=True)
@@ -29,7 +30,7 @@ def _block_chunk(x3, group, width, nsub, nch):
     return c, j, o0, o1, i0, w, T // w, T % w
 
 
-@cuda.jit(cache=True)
+@kernel
 def moment_partials(x3, group, width, nsub, part):
     """``part[c, j] = (count, mean, m2)`` of chunk ``j`` of channel ``c``."""
     sh = cuda.shared.array(0, float64)
@@ -46,7 +47,7 @@ def moment_partials(x3, group, width, nsub, part):
         store_partial(part, c, j, n, mean, m2)
 
 
-@cuda.jit(cache=True)
+@kernel
 def normalize(x3, group, width, nsub, nch, mean, invstd, weight, bias, res3, has_residual,
               use_relu, y3):
     """``y = act((x - mean) * invstd * weight + bias [+ residual])`` over one chunk per block."""
@@ -62,7 +63,7 @@ def normalize(x3, group, width, nsub, nch, mean, invstd, weight, bias, res3, has
         o, i = walk_next(o, i, i0, w, step_o, step_i)
 
 
-@cuda.jit(cache=True)
+@kernel
 def grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, mask_mode, part):
     """``part[c, j] = (sum g, sum g * (x - mean), 0)`` of chunk ``j`` (g: dy through the ReLU)."""
     sh = cuda.shared.array(0, float64)
@@ -85,7 +86,7 @@ def grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, m
         store_partial(part, c, j, sg, sgx, 0.0)
 
 
-@cuda.jit(cache=True)
+@kernel
 def input_grad(dy3, x3, y3, group, width, nsub, nch, mean, invstd, weight, bias, mask_mode, sum_g,
                sum_gx, count, batch_stats, dx3, dres3, has_dres):
     """dx (and the activation-masked dy into ``dres3``) over one chunk per block.
