@@ -109,12 +109,12 @@ def test_row_gradient_sums_blocked_and_one_tile_at_a_time(rng, blocked_min_tile,
 
 
 @pytest.mark.parametrize("lanes", [16, 32])
-@pytest.mark.parametrize("mask", [None, "relu"])
-def test_channel_run_tails_both_decompositions(rng, lanes, mask, monkeypatch):
+@pytest.mark.parametrize("mask,with_residual", [(None, False), ("relu", False), ("relu", True)])
+def test_channel_run_tails_both_decompositions(rng, lanes, mask, with_residual, monkeypatch):
     """Runs of 309 elements: full lane blocks, lane rows and a scalar rest, every lane count.
 
-    Per channel (slab from cache) and per chunk (streaming) give the reference
-    and the same bits.
+    Per channel (slab from cache; with a residual, g is stored in the sums
+    pass) and per chunk (streaming) give the reference and the same bits.
     """
     from fastbn import _config
     monkeypatch.setattr(_config, "RUN_SUM_LANES", lanes)
@@ -122,15 +122,20 @@ def test_channel_run_tails_both_decompositions(rng, lanes, mask, monkeypatch):
     dy = rng.standard_normal(x.shape).astype(np.float32)
     w = rng.standard_normal(4).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    ref_y, ref_mean, ref_var, _ = batch_norm_train_ref(x, w, b, activation=mask)
-    ref_grads = batch_norm_backward_ref(dy, x, w, b, activation=mask)[:3]
+    res = rng.standard_normal(x.shape).astype(np.float32) if with_residual else None
+    ref_y, ref_mean, ref_var, _ = batch_norm_train_ref(x, w, b, residual=res, activation=mask)
+    ref_grads = batch_norm_backward_ref(dy, x, w, b, residual=res, activation=mask)
+    ref_grads = ref_grads if with_residual else ref_grads[:3]
     results = []
     for slab_bytes in (1 << 30, 0):
         monkeypatch.setattr(_config, "SLAB_CACHE_BYTES", slab_bytes)
-        y, mean, invstd = fastbn.batch_norm_train(x, w, b, activation=mask)
-        grads = fastbn.batch_norm_backward(dy, x, mean, invstd, w, bias=b, activation=mask)
+        y, mean, invstd = fastbn.batch_norm_train(x, w, b, residual=res, activation=mask)
+        grads = fastbn.batch_norm_backward(dy, x, mean, invstd, w, bias=b, activation=mask,
+                                           output=y if with_residual else None,
+                                           residual=with_residual)
         np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(mean, ref_mean, rtol=1e-6, atol=1e-7)
+        assert len(grads) == len(ref_grads)
         for got, want in zip(grads, ref_grads):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
         results.append((y, mean, invstd) + tuple(grads))

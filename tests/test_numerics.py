@@ -60,3 +60,19 @@ def test_many_chunks_float64_accuracy(rng):
     np.testing.assert_allclose(mean, rmean, rtol=1e-13)
     np.testing.assert_allclose(1 / invstd**2 - 1e-5, rvar, rtol=1e-12)
     np.testing.assert_allclose(y, ref, atol=1e-10)
+
+
+def test_gradient_sums_are_float64_sums_of_float32_dy():
+    # 1 + 2**-30 rounds to 1 in float32: any float32 partial sum of dy loses the small values.
+    tiny = 2.0 ** -30
+    for shape, axis in (((4, 2, 512), 1), ((512, 2), 1), ((4, 512, 2), -1)):
+        rng = np.random.default_rng(0)
+        dy = np.where(rng.random(shape) < 0.5, 1.0, tiny).astype(np.float32)
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = np.ones(2)  # float64 parameters: the gradients keep the float64 sums
+        for activation, output in ((None, None), ("relu", np.ones_like(x))):
+            y, mean, invstd = fastbn.batch_norm_train(x, w, np.zeros(2), axis=axis)
+            _, _, dbias = fastbn.batch_norm_backward(dy, x, mean, invstd, w, axis=axis,
+                                                     activation=activation, output=output)
+            reduced = tuple(d for d in range(dy.ndim) if d != dy.ndim + axis and d != axis)
+            np.testing.assert_array_equal(dbias, dy.astype(np.float64).sum(axis=reduced))

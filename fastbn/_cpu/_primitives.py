@@ -162,12 +162,15 @@ def normalize_run(x3, o, c, mean, k, shift, res3, has_residual, use_relu, y3):
 
 @device
 def upstream_grad(dy, x, y, mean, k, shift, mask_mode):
-    """dy through the activation: the ReLU mask recomputed from x, or from the saved y."""
+    """dy through the activation: the ReLU mask recomputed from x, or from the saved y.
+
+    Always float64, so that sums of g are float64 sums in every mode.
+    """
     if mask_mode == MASK_RECOMPUTE:
-        return dy if (x - mean) * k + shift > 0.0 else 0.0
+        return np.float64(dy) if (x - mean) * k + shift > 0.0 else 0.0
     if mask_mode >= MASK_FROM_OUTPUT:
-        return dy if y > 0.0 else 0.0
-    return dy
+        return np.float64(dy) if y > 0.0 else 0.0
+    return np.float64(dy)
 
 
 @device
