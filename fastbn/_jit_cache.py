@@ -13,6 +13,8 @@ import functools
 import hashlib
 from pathlib import Path
 
+from numba.core import config
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -47,8 +49,12 @@ def _stamped(cache_class, root):
 def enable_package_cache(dispatcher, root=PACKAGE_ROOT):
     """Turn on ``dispatcher``'s disk cache (a CPU or CUDA dispatcher), stamped with the source.
 
-    Call before the first compilation; returns ``dispatcher``.
+    Call before the first compilation; returns ``dispatcher``.  With
+    ``NUMBA_DISABLE_JIT=1`` the decorators return plain Python functions,
+    which compile nothing and are returned as they are.
     """
+    if config.DISABLE_JIT:
+        return dispatcher
     dispatcher.enable_caching()
     dispatcher._cache = _stamped(type(dispatcher._cache), str(root))(dispatcher.py_func)
     return dispatcher

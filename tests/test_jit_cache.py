@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import subprocess_env
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 from fastbn import _jit_cache
 
@@ -73,3 +73,21 @@ def test_source_digest_covers_every_module(tmp_path):
     (tmp_path / "sub" / "b.py").write_text("y = 2\n")
     _jit_cache.source_digest.cache_clear()
     assert _jit_cache.source_digest(tmp_path) != first
+
+
+def test_runs_with_the_jit_disabled():
+    """``NUMBA_DISABLE_JIT=1`` (debugging in plain Python) still runs the kernels, uncached."""
+    code = textwrap.dedent("""
+        import numpy as np, fastbn
+        x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+        y, mean, invstd = fastbn.batch_norm_train(x)
+        dx = fastbn.batch_norm_backward(np.ones_like(x), x, mean, invstd)[0]
+        np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
+        np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
+        np.testing.assert_allclose(dx, 0.0, atol=1e-12)  # dy = 1: no gradient through BN
+        print("ok")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], cwd=SUBPROCESS_CWD, capture_output=True,
+                         text=True, env=subprocess_env(NUMBA_DISABLE_JIT="1"), timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["ok"]

@@ -74,6 +74,8 @@ def compiled(signatures, **options):
     """``njit(signatures, nogil=True, **options)`` with fastbn's source-stamped disk cache."""
     def build(fn):
         dispatcher = enable_package_cache(njit(nogil=True, **options)(fn))
+        if numba.config.DISABLE_JIT:  # njit returned the Python function itself
+            return dispatcher
         for signature in signatures:
             dispatcher.compile(signature)
         dispatcher.disable_compile()
