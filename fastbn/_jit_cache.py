@@ -56,5 +56,5 @@ def enable_package_cache(dispatcher, root=PACKAGE_ROOT):
     if config.DISABLE_JIT:
         return dispatcher
     dispatcher.enable_caching()
-    dispatcher._cache = _stamped(type(dispatcher._cache), str(root))(dispatcher.py_func)
+    dispatcher._cache = _stamped(type(dispatcher._cache), Path(root))(dispatcher.py_func)
     return dispatcher
