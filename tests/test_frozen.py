@@ -34,8 +34,8 @@ def _layer(rng, training, use_batch, update, requires_grad, activation):
     return f.train(training).requires_grad_(requires_grad)
 
 
-@pytest.mark.parametrize("training,use_batch,update,requires_grad,epilogue", itertools.product(
-    [True, False], [None, True, False], [None, True, False], [True, False], [False, True]))
+@pytest.mark.parametrize("training,use_batch,update,requires_grad,epilogue", list(itertools.product(
+    [True, False], [None, True, False], [None, True, False], [True, False], [False, True])))
 def test_switch_combination(training, use_batch, update, requires_grad, epilogue, rng):
     activation = "relu" if epilogue else None
     f = _layer(rng, training, use_batch, update, requires_grad, activation)
