@@ -13,7 +13,7 @@ rounds for scale.
 import argparse
 
 import numpy as np
-from bench_training_step import time_interleaved
+from bench_training_step import make_fastbn, make_torch, time_interleaved
 
 import fastbn
 from fastbn import _config
@@ -21,24 +21,21 @@ from fastbn import _config
 SHAPES = ((32, 64, 56, 56), (8, 256, 28, 28), (16, 64, 112, 112), (64, 128, 28, 28))
 
 
-def _step_at(name, value, layer, x, dy):
+def _step_at(name, value, fastbn_step):
     def step():
         setattr(_config, name, value)
-        layer.forward(x)
-        layer.backward(dy)
+        fastbn_step()
     return step
 
 
 def _torch_step(shape, x, dy, threads):
-    """torch's module step on the same data, or None without PyTorch."""
+    """torch's module step on the same data (``make_torch``), or None without PyTorch."""
     try:
         import torch
     except ImportError:
         return None
     torch.set_num_threads(threads)
-    module = torch.nn.BatchNorm2d(shape[1])
-    xt, dyt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dy)
-    return lambda: module(xt).backward(dyt)
+    return make_torch(torch, torch.nn.BatchNorm2d(shape[1]), x, dy, None, False)
 
 
 def main(argv=None):
@@ -62,8 +59,8 @@ def main(argv=None):
         for shape in SHAPES:
             x = rng.standard_normal(shape, dtype=np.float32)
             dy = rng.standard_normal(shape, dtype=np.float32)
-            layer = fastbn.BatchNorm2d(shape[1])
-            contenders = {v: _step_at(args.name, v, layer, x, dy) for v in values}
+            fastbn_step = make_fastbn(fastbn.BatchNorm2d(shape[1]), x, dy, None)
+            contenders = {v: _step_at(args.name, v, fastbn_step) for v in values}
             torch_step = _torch_step(shape, x, dy, args.threads)
             if torch_step is not None:
                 contenders["torch"] = torch_step

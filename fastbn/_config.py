@@ -20,8 +20,8 @@ SUM_LANES = 16
 #: The same for batch norm's channel-runs kernels.  32 lanes (four zmm
 #: registers of float64) make each vector loop long enough to hide the
 #: per-block bookkeeping of the per-channel kernels: the layer step on NCHW
-#: maps takes 0.84-1.00x the time it takes with 16 lanes, except
-#: (8, 256, 28, 28) at 0.98-1.09x (``benchmarks/bench_tunable.py``, three runs
+#: maps takes 0.77-1.00x the time it takes with 16 lanes, except
+#: (8, 256, 28, 28) at 0.93-1.09x (``benchmarks/bench_tunable.py``, four runs
 #: with freshly compiled kernels); 64 lanes measured 0.97-1.08x of 32, and the
 #: row-wise norms 1.03-1.10x slower with 32 than 16.  Fixed by nothing but this
 #: value, so both decompositions (per channel, per chunk) still round alike.

@@ -46,15 +46,16 @@ def _stamped(cache_class, root):
     return type(cache_class.__name__, (cache_class,), dict(here, _impl_class=stamped_impl))
 
 
-def enable_package_cache(dispatcher, root=PACKAGE_ROOT):
-    """Turn on ``dispatcher``'s disk cache (a CPU or CUDA dispatcher), stamped with the source.
+def enable_package_cache(dispatcher, cache_class, root=PACKAGE_ROOT):
+    """Turn on ``dispatcher``'s disk cache, stamped with the source; returns ``dispatcher``.
 
-    Call before the first compilation; returns ``dispatcher``.  With
+    ``cache_class`` is the Numba cache class the dispatcher's own
+    ``enable_caching`` would use (``FunctionCache`` on the CPU, ``CUDACache``
+    for CUDA kernels).  Call before the first compilation.  With
     ``NUMBA_DISABLE_JIT=1`` the decorators return plain Python functions,
     which compile nothing and are returned as they are.
     """
     if config.DISABLE_JIT:
         return dispatcher
-    dispatcher.enable_caching()
-    dispatcher._cache = _stamped(type(dispatcher._cache), Path(root))(dispatcher.py_func)
+    dispatcher._cache = _stamped(cache_class, Path(root))(dispatcher.py_func)
     return dispatcher

@@ -17,6 +17,7 @@ HELPER = "def value():\n    return {}\n"
 KERNEL = textwrap.dedent("""
     import os
     from numba import njit
+    from numba.core.caching import FunctionCache
     from fastbn._jit_cache import enable_package_cache
     from .helper import value
 
@@ -27,7 +28,7 @@ KERNEL = textwrap.dedent("""
         return inlined_value() + 0.5
 
 
-    kernel = enable_package_cache(njit(answer), root=os.path.dirname(__file__))
+    kernel = enable_package_cache(njit(answer), FunctionCache, root=os.path.dirname(__file__))
 """)
 
 RUN = "from pkg.kernel import kernel; print(kernel(), sum(kernel.stats.cache_hits.values()))"

@@ -15,6 +15,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.caching import FunctionCache
 from numba.extending import intrinsic
 
 from .. import _threads, _welford
@@ -73,7 +74,7 @@ def kernel(signature_of):
 def compiled(signatures, **options):
     """``njit(signatures, nogil=True, **options)`` with fastbn's source-stamped disk cache."""
     def build(fn):
-        dispatcher = enable_package_cache(njit(nogil=True, **options)(fn))
+        dispatcher = enable_package_cache(njit(nogil=True, **options)(fn), FunctionCache)
         if numba.config.DISABLE_JIT:  # njit returned the Python function itself
             return dispatcher
         for signature in signatures:
@@ -85,7 +86,7 @@ def compiled(signatures, **options):
 
 def device(fn):
     """An inlined helper for the kernels (no signature: typed where it is used)."""
-    return enable_package_cache(njit(inline="always", nogil=True)(fn))
+    return enable_package_cache(njit(inline="always", nogil=True)(fn), FunctionCache)
 
 
 chan_merge = device(_welford.chan_merge)

@@ -12,4 +12,7 @@ def kernel(fn):
     there is nothing to cache.
     """
     dispatcher = cuda.jit(fn)
-    return dispatcher if config.ENABLE_CUDASIM else enable_package_cache(dispatcher)
+    if config.ENABLE_CUDASIM:
+        return dispatcher
+    from numba.cuda.dispatcher import CUDACache  # absent from the simulator's numba.cuda
+    return enable_package_cache(dispatcher, CUDACache)
