@@ -80,12 +80,19 @@ def test_runs_with_the_jit_disabled():
     """``NUMBA_DISABLE_JIT=1`` (debugging in plain Python) still runs the kernels, uncached."""
     code = textwrap.dedent("""
         import numpy as np, fastbn
-        x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 3, 4, 5))
         y, mean, invstd = fastbn.batch_norm_train(x)
         dx = fastbn.batch_norm_backward(np.ones_like(x), x, mean, invstd)[0]
         np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
         np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
         np.testing.assert_allclose(dx, 0.0, atol=1e-12)  # dy = 1: no gradient through BN
+        fastbn._config.NONTEMPORAL_MIN_BYTES = 0  # channel runs, non-temporal writer
+        x = rng.standard_normal((2, 3, 300))
+        y, mean, invstd = fastbn.batch_norm_train(x)
+        dx = fastbn.batch_norm_backward(np.ones_like(x), x, mean, invstd)[0]
+        np.testing.assert_allclose(y.mean(axis=(0, 2)), 0.0, atol=1e-12)
+        np.testing.assert_allclose(dx, 0.0, atol=1e-12)
         print("ok")
     """)
     res = subprocess.run([sys.executable, "-c", code], cwd=SUBPROCESS_CWD, capture_output=True,

@@ -31,3 +31,9 @@ def test_hot_loops_are_packed(module_name, kernel_name):
     loop = vector_report.hot_loop(module_name, kernel_name)
     for op in vector_report.STATISTICS_OPS[vector_report.architecture()]:
         assert any(op in line for line in loop.splitlines()), (op, loop)
+
+
+@pytest.mark.parametrize("kernel_name", ["runs_train_fused", "runs_backward_fused"])
+def test_channel_runs_outputs_have_nontemporal_stores(kernel_name):
+    """The writer's line copies compile to non-temporal stores (``_cpu._nontemporal``)."""
+    assert vector_report.nontemporal_stores("_kernels_runs", kernel_name) >= 1

@@ -9,6 +9,7 @@ on the widest registers of the CPU is what their inner loops should show.
 """
 
 import collections
+import functools
 import platform
 import re
 
@@ -30,10 +31,14 @@ _ARITHMETIC = re.compile(r"^\s*v?(?:(?:add|sub|mul|div|max|min|fmadd\w*?)(?P<for
 _ARITHMETIC_ARM = re.compile(r"^\s*(?:fadd|fsub|fmul|fdiv|fmax|fmin|fmla|fcvtl2?|fcvtn2?)\s+"
                              r"(?:(?P<vector>[vz]\d+\.\d*[sd])|[sd]\d+)\b")
 
+#: Non-temporal stores (x86 ``vmovntps``/``vmovntpd``/``movntdq``..., AArch64 ``stnp``).
+_NONTEMPORAL_STORE = re.compile(r"^\s*(?:v?movnt\w*|stnp)\s", re.MULTILINE)
+
 #: The statistics loop's signature instructions: widen float32 to float64, subtract, add.
 STATISTICS_OPS = {"x86": ("vcvtps2pd", "vsubpd", "vaddpd"), "arm": ("fcvtl", "fsub", "fadd")}
 
 
+@functools.lru_cache(maxsize=None)
 def _assembly(module_name, kernel_name):
     from importlib import import_module
 
@@ -80,6 +85,11 @@ def report(kernels=HOT_KERNELS):
     return rows
 
 
+def nontemporal_stores(module_name, kernel_name):
+    """How many non-temporal store instructions ``kernel_name``'s float32 assembly holds."""
+    return len(_NONTEMPORAL_STORE.findall(_assembly(module_name, kernel_name)))
+
+
 def hot_loop(module_name, kernel_name, anchor=None):
     """The basic block of ``kernel_name``'s float32 assembly around its first ``anchor``.
 
@@ -98,5 +108,7 @@ if __name__ == "__main__":   # pragma: no cover - run as ``python -m fastbn._ben
           f"{'scalar':>7s}")
     for row in report():
         print(f"{row[0]:24s} {row[1]:10d} {row[2]:10d} {row[3]:10d} {row[4]:7d}")
+    for name in ("runs_train_fused", "runs_backward_fused"):
+        print(f"non-temporal stores in {name}: {nontemporal_stores('_kernels_runs', name)}")
     print("\nhot loop of runs_train_fused (chunk statistics):")
     print(hot_loop("_kernels_runs", "runs_train_fused"))

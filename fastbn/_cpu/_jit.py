@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.core.caching import FunctionCache
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .. import _threads, _welford
 from .._jit_cache import enable_package_cache
@@ -89,9 +89,22 @@ def device(fn):
     return enable_package_cache(njit(inline="always", nogil=True)(fn), FunctionCache)
 
 
+def outlined(fn):
+    """A helper compiled as a function of its own (called, not inlined into the kernel's IR).
+
+    Not cached by itself: it is only compiled into the kernels that call it,
+    whose cache entries hold its machine code.
+    """
+    return njit(nogil=True)(fn)
+
+
 chan_merge = device(_welford.chan_merge)
 inverse_std = device(_welford.inverse_std)
 relu = device(_welford.relu)
+
+
+def prefetch_element(array, index):
+    """Hint ``array[index]`` into cache (a no-op in plain Python, ``NUMBA_DISABLE_JIT=1``)."""
 
 
 @intrinsic
@@ -110,6 +123,11 @@ def _prefetch_element(typingctx, array, index):
     return types.void(array, index), codegen
 
 
+@overload(prefetch_element, inline="always")
+def _prefetch_element_jit(array, index):
+    return lambda array, index: _prefetch_element(array, index)
+
+
 @device
 def prefetch_lines(a, start, stop):
     """Ask the CPU to start loading the cache lines of ``a[start:stop]`` (1-D, in bounds).
@@ -121,4 +139,4 @@ def prefetch_lines(a, start, stop):
     """
     step = max(1, 64 // a.itemsize)
     for i in range(start, min(stop, a.shape[0]), step):
-        _prefetch_element(a, i)
+        prefetch_element(a, i)

@@ -18,6 +18,7 @@ from numba import prange
 from ._jit import BOOL, F64, GEOM, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, inverse_std, kernel
 from ._primitives import (chunk_bounds, chunk_grad_sums, chunk_moments, input_grad_coefficients,
                           input_grad_run, normalize_run, num_chunks)
+from ._nontemporal import store_fence
 
 
 @kernel(lambda t: (arr(t, 3, True), GEOM, PARTIALS))
@@ -37,21 +38,23 @@ def runs_partials(x3, geom, part):
 
 
 @kernel(lambda t: (arr(t, 3, True), VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 3, True), BOOL, BOOL,
-                   arr(t, 3)))
-def runs_normalize(x3, mean, invstd, weight, bias, res3, has_residual, use_relu, y3):
+                   BOOL, arr(t, 3)))
+def runs_normalize(x3, mean, invstd, weight, bias, res3, has_residual, use_relu, nontemporal, y3):
     """``y = act((x - mean) * invstd * weight + bias [+ residual])`` for every run."""
     O, C, I = x3.shape
     for t in prange(O * C):
         o = t // C
         c = t - o * C
         normalize_run(x3, o, c, mean[c], invstd[c] * weight[c], bias[c], res3, has_residual,
-                      use_relu, y3)
+                      use_relu, nontemporal, y3)
+        if nontemporal:
+            store_fence()
 
 
 @kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, arr(t, 3, True), BOOL, BOOL,
-                   arr(t, 3), VEC, VEC, VEC))
-def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, y3, mean_out,
-                     invstd_out, m2_out):
+                   BOOL, arr(t, 3), VEC, VEC, VEC))
+def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, nontemporal, y3,
+                     mean_out, invstd_out, m2_out):
     """Training forward, one channel per thread: statistics, then normalise the cached slab."""
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
@@ -66,7 +69,9 @@ def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, 
         invstd = inverse_std(m2 / n, eps)
         k = invstd * weight[c]
         for o in range(O):
-            normalize_run(x3, o, c, m, k, bias[c], res3, has_residual, use_relu, y3)
+            normalize_run(x3, o, c, m, k, bias[c], res3, has_residual, use_relu, nontemporal, y3)
+        if nontemporal:
+            store_fence()
         mean_out[c] = m
         invstd_out[c] = invstd
         m2_out[c] = m2
@@ -90,9 +95,9 @@ def runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode,
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), VEC_IN, VEC_IN, VEC_IN,
-                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), arr(t, 3)))
+                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, BOOL, arr(t, 3), arr(t, 3)))
 def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
-                    batch_stats, dx3, dres3):
+                    batch_stats, nontemporal, dx3, dres3):
     """dx for every run from the per-channel gradient sums over ``count`` elements per channel."""
     O, C, I = x3.shape
     for t in prange(O * C):
@@ -101,13 +106,15 @@ def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, s
         a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
                                             batch_stats)
         input_grad_run(dy3, x3, y3, o, c, mean[c], invstd[c] * weight[c], bias[c], mask_mode, a, c1,
-                       c2, batch_stats, dx3, dres3)
+                       c2, batch_stats, nontemporal, dx3, dres3)
+        if nontemporal:
+            store_fence()
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN,
-                   VEC_IN, I64, BOOL, arr(t, 3), arr(t, 3), VEC, VEC))
-def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, batch_stats, dx3,
-                        dres3, sum_g_out, sum_gx_out):
+                   VEC_IN, I64, BOOL, BOOL, arr(t, 3), arr(t, 3), VEC, VEC))
+def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, batch_stats,
+                        nontemporal, dx3, dres3, sum_g_out, sum_gx_out):
     """Backward, one channel per thread: gradient sums, then dx from the cached slab."""
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
@@ -127,6 +134,8 @@ def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode
         a, c1, c2 = input_grad_coefficients(sg, sgx, invstd[c], weight[c], count, batch_stats)
         for o in range(O):
             input_grad_run(dy3, x3, y3, o, c, mean[c], k, bias[c], mask_mode, a, c1, c2,
-                           batch_stats, dx3, dres3)
+                           batch_stats, nontemporal, dx3, dres3)
+        if nontemporal:
+            store_fence()
         sum_g_out[c] = sg
         sum_gx_out[c] = sgx

@@ -26,12 +26,15 @@ in cache until they are used.
 
 Loops whose body depends on a mode (ReLU mask source, batch or frozen
 statistics) are written once and called with literal modes, so each inlined
-copy is specialised and vectorised.
+copy is specialised and vectorised.  The full-size outputs (y, dx) are written
+span by span through ``_nontemporal.run_writer``, directly or with
+non-temporal stores as the driver asks.
 """
 
 import numpy as np
 
 from ._jit import device, prefetch_lines, relu
+from ._nontemporal import run_writer
 
 #: Values per lane per step of the lane loops (a block is ``BLOCK_ROWS * lanes`` elements).
 BLOCK_ROWS = 4
@@ -147,17 +150,29 @@ def chunk_moments(x3, c, o0, o1, i0, i1, lanes, prefetch_next):
 
 
 @device
-def normalize_run(x3, o, c, mean, k, shift, res3, has_residual, use_relu, y3):
-    """``y = act((x - mean) * k + shift [+ residual])`` over one run, in float64."""
-    I = x3.shape[2]
+def _normalize_span(params, lo, hi, y):
+    """``y = act((x - mean) * k + shift [+ residual])`` for elements ``[lo, hi)`` of a run."""
+    x, res, mean, k, shift, has_residual, use_relu = params
+    xs = x[lo:hi]
     if has_residual:
-        for i in range(I):
-            v = (x3[o, c, i] - mean) * k + shift + res3[o, c, i]
-            y3[o, c, i] = relu(v) if use_relu else v
+        rs = res[lo:hi]
+        for i in range(xs.shape[0]):
+            v = (xs[i] - mean) * k + shift + rs[i]
+            y[i] = relu(v) if use_relu else v
     else:
-        for i in range(I):
-            v = (x3[o, c, i] - mean) * k + shift
-            y3[o, c, i] = relu(v) if use_relu else v
+        for i in range(xs.shape[0]):
+            v = (xs[i] - mean) * k + shift
+            y[i] = relu(v) if use_relu else v
+
+
+_write_normalized = run_writer(_normalize_span)
+
+
+@device
+def normalize_run(x3, o, c, mean, k, shift, res3, has_residual, use_relu, nontemporal, y3):
+    """``y = act((x - mean) * k + shift [+ residual])`` over one run, in float64."""
+    _write_normalized((x3[o, c], res3[o, c], mean, k, shift, has_residual, use_relu), y3[o, c],
+                      nontemporal)
 
 
 @device
@@ -261,28 +276,38 @@ def input_grad_value(g, x, mean, a, c1, c2, batch_stats):
     return a * (g - c1 - xc * c2)
 
 
-@device
-def _input_grad_loop(dy, x, y, mean, k, shift, mask_mode, a, c1, c2, batch_stats, dx, dres):
-    """dx over one run, and g into ``dres`` in ``MASK_FROM_OUTPUT_STORE`` mode."""
-    for i in range(x.shape[0]):
-        g = upstream_grad(dy[i], x[i], y[i], mean, k, shift, mask_mode)
-        if mask_mode == MASK_FROM_OUTPUT_STORE:
-            dres[i] = g
-        dx[i] = input_grad_value(g, x[i], mean, a, c1, c2, batch_stats)
+def _input_grad_writer(mask_mode):
+    """The writer of dx over a run for one mask mode (a constant of the compiled loop)."""
+    @device
+    def span(params, lo, hi, dx):
+        """dx over elements ``[lo, hi)`` of a run, and g into ``dres`` in the store mode."""
+        dy, x, y, dres, mean, k, shift, a, c1, c2, batch_stats = params
+        dys, xs, ys, dress = dy[lo:hi], x[lo:hi], y[lo:hi], dres[lo:hi]
+        for i in range(xs.shape[0]):
+            g = upstream_grad(dys[i], xs[i], ys[i], mean, k, shift, mask_mode)
+            if mask_mode == MASK_FROM_OUTPUT_STORE:
+                dress[i] = g
+            dx[i] = input_grad_value(g, xs[i], mean, a, c1, c2, batch_stats)
+    return run_writer(span)
+
+
+_write_dx_none = _input_grad_writer(MASK_NONE)
+_write_dx_recompute = _input_grad_writer(MASK_RECOMPUTE)
+_write_dx_from_output = _input_grad_writer(MASK_FROM_OUTPUT)
+_write_dx_store = _input_grad_writer(MASK_FROM_OUTPUT_STORE)
 
 
 @device
-def input_grad_run(dy3, x3, y3, o, c, mean, k, shift, mask_mode, a, c1, c2, batch_stats, dx3,
-                   dres3):
-    """dx (and g into ``dres3``) over one run, dispatched to a loop specialised by mode."""
-    dy, x, y, dx, dres = dy3[o, c], x3[o, c], y3[o, c], dx3[o, c], dres3[o, c]
+def input_grad_run(dy3, x3, y3, o, c, mean, k, shift, mask_mode, a, c1, c2, batch_stats,
+                   nontemporal, dx3, dres3):
+    """dx (and g into ``dres3``) over one run, with the span specialised by mode."""
+    dx = dx3[o, c]
+    params = (dy3[o, c], x3[o, c], y3[o, c], dres3[o, c], mean, k, shift, a, c1, c2, batch_stats)
     if mask_mode == MASK_RECOMPUTE:
-        _input_grad_loop(dy, x, y, mean, k, shift, MASK_RECOMPUTE, a, c1, c2, batch_stats, dx, dres)
+        _write_dx_recompute(params, dx, nontemporal)
     elif mask_mode == MASK_FROM_OUTPUT:
-        _input_grad_loop(dy, x, y, mean, k, shift, MASK_FROM_OUTPUT, a, c1, c2, batch_stats, dx,
-                         dres)
+        _write_dx_from_output(params, dx, nontemporal)
     elif mask_mode == MASK_FROM_OUTPUT_STORE:
-        _input_grad_loop(dy, x, y, mean, k, shift, MASK_FROM_OUTPUT_STORE, a, c1, c2, batch_stats,
-                         dx, dres)
+        _write_dx_store(params, dx, nontemporal)
     else:
-        _input_grad_loop(dy, x, y, mean, k, shift, MASK_NONE, a, c1, c2, batch_stats, dx, dres)
+        _write_dx_none(params, dx, nontemporal)

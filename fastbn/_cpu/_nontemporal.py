@@ -1,0 +1,176 @@
+"""Non-temporal stores of the channel-runs kernels' full-size outputs.
+
+An ordinary store first reads the target cache line from memory (read for
+ownership), so writing an output that does not stay in cache moves its bytes
+twice.  A non-temporal store writes whole lines straight to memory.  On
+(32, 64, 56, 56), (16, 64, 112, 112) and (64, 128, 112, 112) float32 the
+training forward and backward took 0.85-0.96x the time with them while this
+2-core VM's memory was busy, and 0.97-1.03x while it was quiet (2 threads,
+one process, interleaved).  On outputs that fit in the last-level cache they
+gain nothing, so the driver asks for them only from
+``_config.NONTEMPORAL_MIN_BYTES``.  The row kernels and the compiled eval path
+do not use them: row tiles are too short (1.15-2x slower), and SSE2 streaming
+stores in the C loop measured 1.6x slower than its plain stores.
+
+LLVM's loop vectoriser will not widen a non-temporal store whose alignment it
+cannot prove, so :func:`run_writer` lets the element loop (``span``) fill a
+64-byte aligned stack buffer of ``BUFFER_ELEMENTS`` elements with ordinary,
+vectorised code, then copies the buffer out in whole aligned lines.  The
+elements before the first line boundary and after the last whole buffer are
+written directly.  The values are the same either way: only how they are
+stored changes.  With ``NUMBA_DISABLE_JIT=1`` the plain Python versions below
+run (ordinary stores).
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from ._jit import device, outlined
+
+#: Bytes per cache line, the unit (and alignment) of a non-temporal store.
+LINE_BYTES = 64
+
+#: Elements computed into the stack buffer per block (a multiple of a line for
+#: float32 and float64; small enough to stay in L1 between fill and copy-out).
+BUFFER_ELEMENTS = 256
+
+
+def stack_buffer(like, n):
+    """An uninitialised 1-D array of ``n`` elements of ``like.dtype`` (on the stack when jitted)."""
+    return np.empty(n, like.dtype)
+
+
+def store_lines_nontemporal(src, dst, at):
+    """``dst[at:at + len(src)] = src``, with non-temporal stores when jitted.
+
+    ``&dst[at]`` must be ``LINE_BYTES``-aligned and ``src`` whole lines long.
+    """
+    dst[at:at + src.shape[0]] = src
+
+
+def store_fence():
+    """Order this thread's non-temporal stores before its later stores (x86 ``sfence``).
+
+    Non-temporal stores are weakly ordered; without the fence another thread
+    could see the end of the parallel region before it sees the data.
+    """
+
+
+@intrinsic
+def _stack_buffer(typingctx, like, n):
+    """``stack_buffer``: an ``alloca`` in the function's entry block, line-aligned."""
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    count = n.literal_value
+    array_type = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(like.dtype)
+        with builder.goto_entry_block():
+            memory = builder.alloca(ir.ArrayType(element, count))
+            memory.align = LINE_BYTES
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        view = context.make_array(array_type)(context, builder)
+        context.populate_array(view, data=builder.bitcast(memory, element.as_pointer()),
+                               shape=[context.get_constant(types.intp, count)],
+                               strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return view._getvalue()
+    return array_type(like, n), codegen
+
+
+@intrinsic
+def _store_lines(typingctx, src, dst, at):
+    """``store_lines_nontemporal``: one aligned vector load and ``!nontemporal`` store a line."""
+    def codegen(context, builder, signature, args):
+        src_type, dst_type = signature.args[0], signature.args[1]
+        source = context.make_array(src_type)(context, builder, args[0])
+        target = context.make_array(dst_type)(context, builder, args[1])
+        element = context.get_data_type(dst_type.dtype)
+        per_line = LINE_BYTES * 8 // dst_type.dtype.bitwidth
+        line = ir.VectorType(element, per_line).as_pointer()
+        base = cgutils.get_item_pointer(context, builder, dst_type, target, [args[2]],
+                                        wraparound=False, boundscheck=False)
+        nontemporal = builder.module.add_metadata([ir.IntType(32)(1)])
+        start, step = (context.get_constant(types.intp, v) for v in (0, per_line))
+        count = builder.extract_value(source.shape, 0)
+        with cgutils.for_range_slice(builder, start, count, step) as (i, _):
+            values = builder.load(builder.bitcast(builder.gep(source.data, [i]), line),
+                                  align=LINE_BYTES)
+            store = builder.store(values, builder.bitcast(builder.gep(base, [i]), line),
+                                  align=LINE_BYTES)
+            store.set_metadata("nontemporal", nontemporal)
+        return context.get_dummy_value()
+    return types.void(src, dst, at), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """``store_fence``: ``sfence`` on x86-64, a sequentially consistent fence elsewhere."""
+    def codegen(context, builder, signature, args):
+        if builder.module.triple.startswith("x86_64"):
+            sfence = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+            builder.call(sfence, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@overload(stack_buffer, inline="always", prefer_literal=True)
+def _stack_buffer_jit(like, n):
+    return lambda like, n: _stack_buffer(like, n)
+
+
+@overload(store_lines_nontemporal, inline="always")
+def _store_lines_jit(src, dst, at):
+    return lambda src, dst, at: _store_lines(src, dst, at)
+
+
+@overload(store_fence, inline="always")
+def _store_fence_jit():
+    return lambda: _store_fence()
+
+
+@device
+def aligned_head(out):
+    """Elements of ``out`` (1-D, contiguous) before its first cache-line boundary."""
+    misaligned = out.ctypes.data % LINE_BYTES
+    return min(out.shape[0], ((LINE_BYTES - misaligned) % LINE_BYTES) // out.itemsize)
+
+
+def run_writer(span):
+    """``write(params, out, nontemporal)``: ``span`` over all of the 1-D output ``out``.
+
+    ``span(params, lo, hi, dst)`` computes elements ``[lo, hi)`` of the output
+    from ``params`` into ``dst`` (``out[lo:hi]`` or the stack buffer); it may
+    also write other outputs of its own directly.  Without ``nontemporal``
+    that is one direct call.  With it, the head and tail are written directly
+    and the whole buffers in between with non-temporal stores; the kernel calls
+    :func:`store_fence` once its task is done.  The buffered loop is a function
+    of its own: inlined beside the direct call, it made short runs (784
+    elements) 1.3-1.7x slower even when not taken.
+    """
+    @outlined
+    def buffered(params, out):
+        n = out.shape[0]
+        buf = stack_buffer(out, BUFFER_ELEMENTS)
+        lo = aligned_head(out)
+        span(params, 0, lo, out[:lo])
+        blocks = (n - lo) // BUFFER_ELEMENTS
+        for _ in range(blocks):
+            span(params, lo, lo + BUFFER_ELEMENTS, buf)
+            store_lines_nontemporal(buf, out, lo)
+            lo += BUFFER_ELEMENTS
+        span(params, lo, n, out[lo:])
+
+    @device
+    def write(params, out, nontemporal):
+        if nontemporal:
+            buffered(params, out)
+        else:
+            span(params, 0, out.shape[0], out)
+    return write

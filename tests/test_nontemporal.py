@@ -1,0 +1,101 @@
+"""Non-temporal output stores (``fastbn._cpu._nontemporal``) change where bits go, never the bits.
+
+The driver uses them only for outputs past ``_config.NONTEMPORAL_MIN_BYTES``;
+here the threshold is patched to 0 so that small arrays take that path, with
+outputs that start off a cache-line boundary and runs that end in a partial
+buffer, in both decompositions of the channel-runs kernels.
+"""
+
+import numpy as np
+import pytest
+
+import fastbn
+from fastbn import _config
+from fastbn._cpu import _nontemporal
+
+from oracle import batch_norm_backward_ref, batch_norm_train_ref
+
+#: Runs of 700 elements: an unaligned head, two whole buffers and a tail.
+SHAPE = (3, 4, 700)
+EPILOGUES = [(None, False), ("relu", False), ("relu", True)]
+
+
+def _misaligned_empty(shape, dtype, offset):
+    """An empty C-contiguous array whose data starts ``offset`` elements past a line boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    size = int(np.prod(shape))
+    raw = np.empty(size + _nontemporal.LINE_BYTES, dtype)
+    skip = (-raw.ctypes.data % _nontemporal.LINE_BYTES) // itemsize + offset
+    return raw[skip:skip + size].reshape(shape)
+
+
+def _train_and_backward(x, dy, w, b, res, mask, offset):
+    y = _misaligned_empty(x.shape, x.dtype, offset)
+    _, mean, invstd = fastbn.batch_norm_train(x, w, b, residual=res, activation=mask, out=y)
+    dx = _misaligned_empty(x.shape, x.dtype, offset)
+    grads = fastbn.batch_norm_backward(dy, x, mean, invstd, w, bias=b, activation=mask,
+                                       output=y if res is not None else None,
+                                       residual=res is not None, out=dx)
+    return (y, mean, invstd) + tuple(grads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mask,with_residual", EPILOGUES)
+@pytest.mark.parametrize("slab_bytes", [1 << 30, 0], ids=["per-channel", "per-chunk"])
+def test_nontemporal_stores_give_the_same_bits(rng, monkeypatch, dtype, mask, with_residual,
+                                               slab_bytes):
+    monkeypatch.setattr(_config, "SLAB_CACHE_BYTES", slab_bytes)
+    x = (rng.standard_normal(SHAPE) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(SHAPE).astype(dtype)
+    w = rng.standard_normal(SHAPE[1]).astype(dtype)
+    b = rng.standard_normal(SHAPE[1]).astype(dtype)
+    res = rng.standard_normal(SHAPE).astype(dtype) if with_residual else None
+    monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 1 << 62)
+    direct = _train_and_backward(x, dy, w, b, res, mask, 0)
+    monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 0)
+    for offset in (0, 1, 3):
+        streamed = _train_and_backward(x, dy, w, b, res, mask, offset)
+        assert len(streamed) == len(direct)
+        for got, want in zip(streamed, direct):
+            np.testing.assert_array_equal(got, want)
+    ref_y = batch_norm_train_ref(x, w, b, residual=res, activation=mask)[0]
+    ref_dx = batch_norm_backward_ref(dy, x, w, b, residual=res, activation=mask)[0]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(streamed[0], ref_y, rtol=tol, atol=tol)
+    np.testing.assert_allclose(streamed[3], ref_dx, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_nontemporal_backward_with_batch_or_frozen_statistics(rng, monkeypatch, frozen):
+    """Frozen statistics (dx = a * g, the eval formula's backward) through the writer too."""
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    dy = rng.standard_normal(SHAPE).astype(np.float32)
+    _, mean, invstd = fastbn.batch_norm_train(x)
+    results = []
+    for threshold in (1 << 62, 0):
+        monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", threshold)
+        dx = _misaligned_empty(SHAPE, np.float32, 5)
+        results.append(fastbn.batch_norm_backward(dy, x, mean, invstd, out=dx,
+                                                  batch_stats=not frozen)[0])
+    np.testing.assert_array_equal(results[0], results[1])
+    if frozen:
+        np.testing.assert_allclose(results[1], dy * invstd[None, :, None], rtol=1e-6)
+
+
+def test_driver_asks_for_nontemporal_stores_by_output_size(monkeypatch):
+    from fastbn._cpu import driver
+    monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 4096)
+    assert driver._nontemporal(np.empty(1024, np.float32))
+    assert not driver._nontemporal(np.empty(1023, np.float32))
+
+
+def test_python_fallbacks_store_like_the_compiled_ones():
+    """What ``NUMBA_DISABLE_JIT=1`` runs: a heap buffer and an ordinary copy."""
+    out = np.zeros(40)
+    buf = _nontemporal.stack_buffer(out, 16)
+    assert buf.shape == (16,) and buf.dtype == out.dtype
+    buf[:] = np.arange(16)
+    _nontemporal.store_lines_nontemporal(buf, out, 8)
+    np.testing.assert_array_equal(out[8:24], np.arange(16))
+    assert not out[:8].any() and not out[24:].any()
+    _nontemporal.store_fence()
