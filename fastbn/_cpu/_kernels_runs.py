@@ -11,6 +11,10 @@ order, so they give bitwise identical results:
   then makes the second pass over the channel's slab while it is in cache;
 * per chunk (``runs_partials`` / ``runs_grad_partials`` then a fold in
   ``_kernels_common``): for few channels and a large reduced axis.
+
+Kernels that write a full-size output take ``nontemporal`` (the driver's
+choice, by output size): the runs are then written through non-temporal
+stores (``_nontemporal``), and each task ends with ``store_fence``.
 """
 
 from numba import prange
