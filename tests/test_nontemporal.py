@@ -21,12 +21,15 @@ EPILOGUES = [(None, False), ("relu", False), ("relu", True)]
 
 
 def _misaligned_empty(shape, dtype, offset):
-    """An empty C-contiguous array whose data starts ``offset`` elements past a line boundary."""
-    itemsize = np.dtype(dtype).itemsize
-    size = int(np.prod(shape))
-    raw = np.empty(size + _nontemporal.LINE_BYTES, dtype)
-    skip = (-raw.ctypes.data % _nontemporal.LINE_BYTES) // itemsize + offset
-    return raw[skip:skip + size].reshape(shape)
+    """An empty C-contiguous array whose data starts ``offset`` bytes past a line boundary.
+
+    An offset that is not a multiple of the item size makes an unaligned view
+    (``flags.aligned`` False), which must still work: written directly.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 2 * _nontemporal.LINE_BYTES, np.uint8)
+    skip = -raw.ctypes.data % _nontemporal.LINE_BYTES + offset
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
 def _train_and_backward(x, dy, w, b, res, mask, offset):
@@ -53,7 +56,7 @@ def test_nontemporal_stores_give_the_same_bits(rng, monkeypatch, dtype, mask, wi
     monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 1 << 62)
     direct = _train_and_backward(x, dy, w, b, res, mask, 0)
     monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 0)
-    for offset in (0, 1, 3):
+    for offset in (0, 8, 24, 2):
         streamed = _train_and_backward(x, dy, w, b, res, mask, offset)
         assert len(streamed) == len(direct)
         for got, want in zip(streamed, direct):
@@ -74,7 +77,7 @@ def test_nontemporal_backward_with_batch_or_frozen_statistics(rng, monkeypatch, 
     results = []
     for threshold in (1 << 62, 0):
         monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", threshold)
-        dx = _misaligned_empty(SHAPE, np.float32, 5)
+        dx = _misaligned_empty(SHAPE, np.float32, 20)
         results.append(fastbn.batch_norm_backward(dy, x, mean, invstd, out=dx,
                                                   batch_stats=not frozen)[0])
     np.testing.assert_array_equal(results[0], results[1])

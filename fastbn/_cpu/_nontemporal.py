@@ -137,9 +137,15 @@ def _store_fence_jit():
 
 @device
 def aligned_head(out):
-    """Elements of ``out`` (1-D, contiguous) before its first cache-line boundary."""
+    """Elements of ``out`` (1-D, contiguous) before its first cache-line boundary.
+
+    All of them if its elements do not start at multiples of their size (an
+    unaligned NumPy view): no element then starts a line, so nothing is streamed.
+    """
     misaligned = out.ctypes.data % LINE_BYTES
-    return min(out.shape[0], ((LINE_BYTES - misaligned) % LINE_BYTES) // out.itemsize)
+    if misaligned % out.itemsize != 0:
+        return out.shape[0]
+    return min(out.shape[0], (LINE_BYTES - misaligned) % LINE_BYTES // out.itemsize)
 
 
 def run_writer(span):
