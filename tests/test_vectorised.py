@@ -21,6 +21,12 @@ def test_instruction_counts_tell_packed_from_scalar():
     assert counts == {("packed", "neon"): 2, ("scalar", "fp"): 1}
 
 
+def test_nontemporal_store_count_skips_loads_and_plain_stores():
+    assembly = ("\tvmovntps\t%zmm0, (%rax)\n\tmovntdqa\t(%rax), %xmm0\n"
+                "\tvmovntdq\t%ymm1, (%rcx)\n\tvmovups\t%zmm0, (%rax)\n\tstnp\tq0, q1, [x0]\n")
+    assert vector_report.count_nontemporal_stores(assembly) == 3
+
+
 @pytest.mark.parametrize("module_name, kernel_name", [
     ("_kernels_runs", "runs_train_fused"),     # channel statistics + normalise (NCHW)
     ("_kernels_rows", "rows_partials"),        # column statistics ((N, C), channels-last)

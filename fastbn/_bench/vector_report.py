@@ -31,8 +31,9 @@ _ARITHMETIC = re.compile(r"^\s*v?(?:(?:add|sub|mul|div|max|min|fmadd\w*?)(?P<for
 _ARITHMETIC_ARM = re.compile(r"^\s*(?:fadd|fsub|fmul|fdiv|fmax|fmin|fmla|fcvtl2?|fcvtn2?)\s+"
                              r"(?:(?P<vector>[vz]\d+\.\d*[sd])|[sd]\d+)\b")
 
-#: Non-temporal stores (x86 ``vmovntps``/``vmovntpd``/``movntdq``..., AArch64 ``stnp``).
-_NONTEMPORAL_STORE = re.compile(r"^\s*(?:v?movnt\w*|stnp)\s", re.MULTILINE)
+#: Non-temporal stores (x86 ``vmovntps``/``vmovntpd``/``movntdq``..., not the ``movntdqa``
+#: load; AArch64 ``stnp``).
+_NONTEMPORAL_STORE = re.compile(r"^\s*(?:v?movnt(?!dqa)\w*|stnp)\s", re.MULTILINE)
 
 #: The statistics loop's signature instructions: widen float32 to float64, subtract, add.
 STATISTICS_OPS = {"x86": ("vcvtps2pd", "vsubpd", "vaddpd"), "arm": ("fcvtl", "fsub", "fadd")}
@@ -85,9 +86,14 @@ def report(kernels=HOT_KERNELS):
     return rows
 
 
+def count_nontemporal_stores(assembly):
+    """How many non-temporal store instructions ``assembly`` holds."""
+    return len(_NONTEMPORAL_STORE.findall(assembly))
+
+
 def nontemporal_stores(module_name, kernel_name):
     """How many non-temporal store instructions ``kernel_name``'s float32 assembly holds."""
-    return len(_NONTEMPORAL_STORE.findall(_assembly(module_name, kernel_name)))
+    return count_nontemporal_stores(_assembly(module_name, kernel_name))
 
 
 def hot_loop(module_name, kernel_name, anchor=None):

@@ -4,7 +4,7 @@ An ordinary store first reads the target cache line from memory (read for
 ownership), so writing an output that does not stay in cache moves its bytes
 twice.  A non-temporal store writes whole lines straight to memory.  On
 (32, 64, 56, 56), (16, 64, 112, 112) and (64, 128, 112, 112) float32 the
-training forward and backward took 0.85-0.96x the time with them while this
+training forward and backward took 0.84-0.96x the time with them while this
 2-core VM's memory was busy, and 0.97-1.03x while it was quiet (2 threads,
 one process, interleaved).  On outputs that fit in the last-level cache they
 gain nothing, so the driver asks for them only from
