@@ -177,51 +177,51 @@ def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, b
 
 
 @device
-def _grad_sums_span(dy, x, y, mean, lo, hi, mask_mode, sg, sgx):
+def _grad_sums_span(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
     for i in range(x.shape[0]):
-        g = upstream_grad(dy[i], x[i], y[i], lo[i], hi[i], mask_mode)
+        g = upstream_grad(dy[i], x[i], y[i], mean[i], k[i], bias[i], mask_mode)
         sg[i] += g
         sgx[i] += g * (x[i] - mean[i])
 
 
 @device
-def _grad_sums_block(dy, x, y, mean, lo, hi, mask_mode, sg, sgx):
+def _grad_sums_block(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
     """``_grad_sums_span`` of ``BLOCK_ROWS`` tiles (rows of the 2-D arguments) at once."""
     for i in range(x.shape[1]):
-        g0 = upstream_grad(dy[0, i], x[0, i], y[0, i], lo[i], hi[i], mask_mode)
-        g1 = upstream_grad(dy[1, i], x[1, i], y[1, i], lo[i], hi[i], mask_mode)
-        g2 = upstream_grad(dy[2, i], x[2, i], y[2, i], lo[i], hi[i], mask_mode)
-        g3 = upstream_grad(dy[3, i], x[3, i], y[3, i], lo[i], hi[i], mask_mode)
+        g0 = upstream_grad(dy[0, i], x[0, i], y[0, i], mean[i], k[i], bias[i], mask_mode)
+        g1 = upstream_grad(dy[1, i], x[1, i], y[1, i], mean[i], k[i], bias[i], mask_mode)
+        g2 = upstream_grad(dy[2, i], x[2, i], y[2, i], mean[i], k[i], bias[i], mask_mode)
+        g3 = upstream_grad(dy[3, i], x[3, i], y[3, i], mean[i], k[i], bias[i], mask_mode)
         sg[i] += block_sum(g0, g1, g2, g3)
         sgx[i] += block_sum(g0 * (x[0, i] - mean[i]), g1 * (x[1, i] - mean[i]),
                             g2 * (x[2, i] - mean[i]), g3 * (x[3, i] - mean[i]))
 
 
 @device
-def _grad_sums_tiles(dy_t, x_t, y_t, mean, lo, hi, mask_mode, blocked, sg, sgx):
+def _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, mask_mode, blocked, sg, sgx):
     """Gradient sums over whole tiles: ``BLOCK_ROWS`` at a time if ``blocked``, then one by one."""
     nblocks = x_t.shape[0] // BLOCK_ROWS if blocked else 0
     for q in range(nblocks):
         b = slice(q * BLOCK_ROWS, (q + 1) * BLOCK_ROWS)
-        _grad_sums_block(dy_t[b], x_t[b], y_t[b], mean, lo, hi, mask_mode, sg, sgx)
+        _grad_sums_block(dy_t[b], x_t[b], y_t[b], mean, k, bias, mask_mode, sg, sgx)
     for t in range(nblocks * BLOCK_ROWS, x_t.shape[0]):
-        _grad_sums_span(dy_t[t], x_t[t], y_t[t], mean, lo, hi, mask_mode, sg, sgx)
+        _grad_sums_span(dy_t[t], x_t[t], y_t[t], mean, k, bias, mask_mode, sg, sgx)
 
 
 @device
-def _grad_sums_mode(dy_t, x_t, y_t, mean, lo, hi, mask_mode, blocked, sg, sgx):
+def _grad_sums_mode(dy_t, x_t, y_t, mean, k, bias, mask_mode, blocked, sg, sgx):
     """``_grad_sums_tiles`` specialised by a literal mask mode (so it vectorises)."""
     if mask_mode == MASK_RECOMPUTE:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, lo, hi, MASK_RECOMPUTE, blocked, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_RECOMPUTE, blocked, sg, sgx)
     elif mask_mode >= MASK_FROM_OUTPUT:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, lo, hi, MASK_FROM_OUTPUT, blocked, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_FROM_OUTPUT, blocked, sg, sgx)
     else:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, lo, hi, MASK_NONE, blocked, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_NONE, blocked, sg, sgx)
 
 
 @kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
-                   VEC_IN, VEC_IN, I64, BOOL, PARTIALS))
-def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, mask_lo, mask_hi,
+                   VEC_IN, VEC_IN, VEC_IN, I64, BOOL, PARTIALS))
+def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias,
                        mask_mode, blocked, part):
     """``part[j, c] = (sum g, sum g * (x - mean))`` of row block ``j``.
 
@@ -232,8 +232,8 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, mask
     R, W = x2.shape
     C = mean.shape[0]
     mean_t = _expanded(mean, tile_rows, inner)
-    lo_t = _expanded(mask_lo, tile_rows, inner)
-    hi_t = _expanded(mask_hi, tile_rows, inner)
+    k_t = _expanded(invstd * weight, tile_rows, inner)
+    bias_t = _expanded(bias, tile_rows, inner)
     for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
         dy_t, rest = _tiles(dy2, r0, r1, tile_rows)
@@ -241,8 +241,8 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, mask
         y_t, _ = _tiles(y2, r0, r1, tile_rows)
         sg_t = np.zeros(mean_t.shape[0])
         sgx_t = np.zeros(mean_t.shape[0])
-        _grad_sums_mode(dy_t, x_t, y_t, mean_t, lo_t, hi_t, mask_mode, blocked, sg_t, sgx_t)
-        _grad_sums_mode(dy2[rest:r1], x2[rest:r1], y2[rest:r1], mean_t[:W], lo_t[:W], hi_t[:W],
+        _grad_sums_mode(dy_t, x_t, y_t, mean_t, k_t, bias_t, mask_mode, blocked, sg_t, sgx_t)
+        _grad_sums_mode(dy2[rest:r1], x2[rest:r1], y2[rest:r1], mean_t[:W], k_t[:W], bias_t[:W],
                         mask_mode, blocked, sg_t[:W], sgx_t[:W])
         sg = np.zeros(C)
         sgx = np.zeros(C)
@@ -254,10 +254,10 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, mask
 
 
 @device
-def _input_grad_span(dy, x, y, mean, lo, hi, mask_mode, a, c1, c2, batch_stats, dx, dres):
+def _input_grad_span(dy, x, y, mean, k, bias, mask_mode, a, c1, c2, batch_stats, dx, dres):
     """dx over a span, and g into ``dres`` in ``MASK_FROM_OUTPUT_STORE`` mode."""
     for i in range(x.shape[0]):
-        g = upstream_grad(dy[i], x[i], y[i], lo[i], hi[i], mask_mode)
+        g = upstream_grad(dy[i], x[i], y[i], mean[i], k[i], bias[i], mask_mode)
         if mask_mode == MASK_FROM_OUTPUT_STORE:
             dres[i] = g
         dx[i] = input_grad_value(g, x[i], mean[i], a[i], c1[i], c2[i], batch_stats)
@@ -281,10 +281,9 @@ def _input_grad_mode(dy, x, y, e, mask_mode, batch_stats, dx, dres):
 
 
 @kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
-                   VEC_IN, VEC_IN, VEC_IN, VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 2),
-                   arr(t, 2)))
-def rows_input_grad(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, mask_lo,
-                    mask_hi, mask_mode, sum_g, sum_gx, count, batch_stats, dx2, dres2):
+                   VEC_IN, VEC_IN, VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 2), arr(t, 2)))
+def rows_input_grad(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias,
+                    mask_mode, sum_g, sum_gx, count, batch_stats, dx2, dres2):
     """dx row block by row block from the per-channel gradient sums over ``count`` elements."""
     R, W = x2.shape
     C = mean.shape[0]
@@ -294,8 +293,8 @@ def rows_input_grad(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd,
     for c in range(C):
         a[c], c1[c], c2[c] = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
                                                      count, batch_stats)
-    e_t = (_expanded(mean, tile_rows, inner), _expanded(mask_lo, tile_rows, inner),
-           _expanded(mask_hi, tile_rows, inner), _expanded(a, tile_rows, inner),
+    e_t = (_expanded(mean, tile_rows, inner), _expanded(invstd * weight, tile_rows, inner),
+           _expanded(bias, tile_rows, inner), _expanded(a, tile_rows, inner),
            _expanded(c1, tile_rows, inner), _expanded(c2, tile_rows, inner))
     e_r = (e_t[0][:W], e_t[1][:W], e_t[2][:W], e_t[3][:W], e_t[4][:W], e_t[5][:W])
     for j in prange(_num_blocks(R, rows_per_block)):

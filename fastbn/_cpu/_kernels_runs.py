@@ -82,8 +82,8 @@ def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, 
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN,
-                   I64, PARTIALS))
-def runs_grad_partials(dy3, x3, y3, geom, mean, mask_lo, mask_hi, mask_mode, part):
+                   VEC_IN, I64, PARTIALS))
+def runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, part):
     """``part[c, j] = (sum g, sum g * (x - mean))`` of chunk ``j`` of channel ``c``."""
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
@@ -92,16 +92,16 @@ def runs_grad_partials(dy3, x3, y3, geom, mean, mask_lo, mask_hi, mask_mode, par
         j = t // C
         c = t - j * C
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-        sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], mask_lo[c], mask_hi[c],
-                                  mask_mode, lanes, False)
+        sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], invstd[c] * weight[c],
+                                  bias[c], mask_mode, lanes, False)
         part[c, j, 0] = sg
         part[c, j, 1] = sgx
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), VEC_IN, VEC_IN, VEC_IN,
-                   VEC_IN, VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, BOOL, arr(t, 3), arr(t, 3)))
-def runs_input_grad(dy3, x3, y3, mean, invstd, weight, mask_lo, mask_hi, mask_mode, sum_g, sum_gx,
-                    count, batch_stats, nontemporal, dx3, dres3):
+                   VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, BOOL, arr(t, 3), arr(t, 3)))
+def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
+                    batch_stats, nontemporal, dx3, dres3):
     """dx for every run from the per-channel gradient sums over ``count`` elements per channel."""
     O, C, I = x3.shape
     for t in prange(O * C):
@@ -109,16 +109,16 @@ def runs_input_grad(dy3, x3, y3, mean, invstd, weight, mask_lo, mask_hi, mask_mo
         c = t - o * C
         a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
                                             batch_stats)
-        input_grad_run(dy3, x3, y3, o, c, mean[c], mask_lo[c], mask_hi[c], mask_mode, a, c1, c2,
-                       batch_stats, nontemporal, dx3, dres3)
+        input_grad_run(dy3, x3, y3, o, c, mean[c], invstd[c] * weight[c], bias[c], mask_mode, a, c1,
+                       c2, batch_stats, nontemporal, dx3, dres3)
         if nontemporal:
             store_fence()
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN,
-                   VEC_IN, VEC_IN, I64, BOOL, BOOL, arr(t, 3), arr(t, 3), VEC, VEC))
-def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, mask_lo, mask_hi, mask_mode,
-                        batch_stats, nontemporal, dx3, dres3, sum_g_out, sum_gx_out):
+                   VEC_IN, I64, BOOL, BOOL, arr(t, 3), arr(t, 3), VEC, VEC))
+def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, batch_stats,
+                        nontemporal, dx3, dres3, sum_g_out, sum_gx_out):
     """Backward, one channel per thread: gradient sums, then dx from the cached slab."""
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
@@ -126,18 +126,19 @@ def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, mask_lo, mask_h
     nch = num_chunks(O, group, nsub)
     count = float(O * I)
     for c in prange(C):
+        k = invstd[c] * weight[c]
         sg = 0.0
         sgx = 0.0
         for j in range(nch):
             o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-            a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], mask_lo[c],
-                                        mask_hi[c], mask_mode, lanes, prefetch_next)
+            a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], k, bias[c],
+                                        mask_mode, lanes, prefetch_next)
             sg += a_g
             sgx += a_gx
         a, c1, c2 = input_grad_coefficients(sg, sgx, invstd[c], weight[c], count, batch_stats)
         for o in range(O):
-            input_grad_run(dy3, x3, y3, o, c, mean[c], mask_lo[c], mask_hi[c], mask_mode, a, c1,
-                           c2, batch_stats, nontemporal, dx3, dres3)
+            input_grad_run(dy3, x3, y3, o, c, mean[c], k, bias[c], mask_mode, a, c1, c2,
+                           batch_stats, nontemporal, dx3, dres3)
         if nontemporal:
             store_fence()
         sum_g_out[c] = sg

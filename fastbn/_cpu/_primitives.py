@@ -176,22 +176,21 @@ def normalize_run(x3, o, c, mean, k, shift, res3, has_residual, use_relu, nontem
 
 
 @device
-def upstream_grad(dy, x, y, lo, hi, mask_mode):
+def upstream_grad(dy, x, y, mean, k, shift, mask_mode):
     """dy through the activation: the ReLU mask recomputed from x, or from the saved y.
 
-    Recomputed, the mask is ``lo <= x <= hi``, the interval of x where the
-    forward's pre-activation is positive (``_relu_bounds``).  Always float64,
-    so that sums of g are float64 sums in every mode.
+    Always float64, so that sums of g are float64 sums in every mode.
     """
     if mask_mode == MASK_RECOMPUTE:
-        return np.float64(dy) if (x >= lo) & (x <= hi) else 0.0
+        return np.float64(dy) if (x - mean) * k + shift > 0.0 else 0.0
     if mask_mode >= MASK_FROM_OUTPUT:
         return np.float64(dy) if y > 0.0 else 0.0
     return np.float64(dy)
 
 
 @device
-def _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, lo, hi, mask_mode, lanes, acc_g, acc_h):
+def _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, mask_mode, lanes, acc_g,
+                   acc_h):
     """Add one run's ``g`` and ``g * (x - mean)`` into the lane accumulators; returns the tails.
 
     ``ahead`` holds the next runs ``(dy, x, y)``, prefetched if ``prefetch_next``.
@@ -207,10 +206,10 @@ def _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, lo, hi, mask_mode, lane
             if mask_mode >= MASK_FROM_OUTPUT:
                 prefetch_lines(ahead[2], t * step, (t + 1) * step)
         for j in range(lanes):
-            g0 = upstream_grad(bdy[t, 0, j], bx[t, 0, j], by[t, 0, j], lo, hi, mask_mode)
-            g1 = upstream_grad(bdy[t, 1, j], bx[t, 1, j], by[t, 1, j], lo, hi, mask_mode)
-            g2 = upstream_grad(bdy[t, 2, j], bx[t, 2, j], by[t, 2, j], lo, hi, mask_mode)
-            g3 = upstream_grad(bdy[t, 3, j], bx[t, 3, j], by[t, 3, j], lo, hi, mask_mode)
+            g0 = upstream_grad(bdy[t, 0, j], bx[t, 0, j], by[t, 0, j], mean, k, shift, mask_mode)
+            g1 = upstream_grad(bdy[t, 1, j], bx[t, 1, j], by[t, 1, j], mean, k, shift, mask_mode)
+            g2 = upstream_grad(bdy[t, 2, j], bx[t, 2, j], by[t, 2, j], mean, k, shift, mask_mode)
+            g3 = upstream_grad(bdy[t, 3, j], bx[t, 3, j], by[t, 3, j], mean, k, shift, mask_mode)
             acc_g[j] += block_sum(g0, g1, g2, g3)
             acc_h[j] += block_sum(g0 * (bx[t, 0, j] - mean), g1 * (bx[t, 1, j] - mean),
                                   g2 * (bx[t, 2, j] - mean), g3 * (bx[t, 3, j] - mean))
@@ -219,21 +218,22 @@ def _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, lo, hi, mask_mode, lane
     ry, _ = lane_rows(y, start, lanes)
     for t in range(rdy.shape[0]):
         for j in range(lanes):
-            g = upstream_grad(rdy[t, j], rx[t, j], ry[t, j], lo, hi, mask_mode)
+            g = upstream_grad(rdy[t, j], rx[t, j], ry[t, j], mean, k, shift, mask_mode)
             acc_g[j] += g
             acc_h[j] += g * (rx[t, j] - mean)
     tail_g = 0.0
     tail_h = 0.0
     for i in range(rest, dy.shape[0]):
-        g = upstream_grad(dy[i], x[i], y[i], lo, hi, mask_mode)
+        g = upstream_grad(dy[i], x[i], y[i], mean, k, shift, mask_mode)
         tail_g += g
         tail_h += g * (x[i] - mean)
     return tail_g, tail_h
 
 
 @device
-def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, lo, hi, mask_mode, lanes, prefetch_next):
-    """``(sum g, sum g * (x - mean))`` over a chunk, g the upstream gradient (mask ``[lo, hi]``)."""
+def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, k, shift, mask_mode, lanes,
+                    prefetch_next):
+    """``(sum g, sum g * (x - mean))`` over a chunk, g the upstream gradient."""
     acc_g = np.zeros(lanes)
     acc_h = np.zeros(lanes)
     tail_g = 0.0
@@ -243,13 +243,13 @@ def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, lo, hi, mask_mode, lan
         ahead = (next_run(dy3, o, c, i0, i1), next_run(x3, o, c, i0, i1),
                  next_run(y3, o, c, i0, i1))
         if mask_mode == MASK_RECOMPUTE:
-            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, lo, hi, MASK_RECOMPUTE,
+            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, MASK_RECOMPUTE,
                                   lanes, acc_g, acc_h)
         elif mask_mode >= MASK_FROM_OUTPUT:
-            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, lo, hi,
+            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift,
                                   MASK_FROM_OUTPUT, lanes, acc_g, acc_h)
         else:
-            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, lo, hi, MASK_NONE, lanes,
+            a, b = _grad_sums_run(dy, x, y, ahead, prefetch_next, mean, k, shift, MASK_NONE, lanes,
                                   acc_g, acc_h)
         tail_g += a
         tail_h += b
@@ -281,10 +281,10 @@ def _input_grad_writer(mask_mode):
     @device
     def span(params, lo, hi, dx):
         """dx over elements ``[lo, hi)`` of a run, and g into ``dres`` in the store mode."""
-        dy, x, y, dres, mean, lo, hi, a, c1, c2, batch_stats = params
+        dy, x, y, dres, mean, k, shift, a, c1, c2, batch_stats = params
         dys, xs, ys, dress = dy[lo:hi], x[lo:hi], y[lo:hi], dres[lo:hi]
         for i in range(xs.shape[0]):
-            g = upstream_grad(dys[i], xs[i], ys[i], lo, hi, mask_mode)
+            g = upstream_grad(dys[i], xs[i], ys[i], mean, k, shift, mask_mode)
             if mask_mode == MASK_FROM_OUTPUT_STORE:
                 dress[i] = g
             dx[i] = input_grad_value(g, xs[i], mean, a, c1, c2, batch_stats)
@@ -298,11 +298,11 @@ _write_dx_store = _input_grad_writer(MASK_FROM_OUTPUT_STORE)
 
 
 @device
-def input_grad_run(dy3, x3, y3, o, c, mean, lo, hi, mask_mode, a, c1, c2, batch_stats,
+def input_grad_run(dy3, x3, y3, o, c, mean, k, shift, mask_mode, a, c1, c2, batch_stats,
                    nontemporal, dx3, dres3):
     """dx (and g into ``dres3``) over one run, with the span specialised by mode."""
     dx = dx3[o, c]
-    params = (dy3[o, c], x3[o, c], y3[o, c], dres3[o, c], mean, lo, hi, a, c1, c2, batch_stats)
+    params = (dy3[o, c], x3[o, c], y3[o, c], dres3[o, c], mean, k, shift, a, c1, c2, batch_stats)
     if mask_mode == MASK_RECOMPUTE:
         _write_dx_recompute(params, dx, nontemporal)
     elif mask_mode == MASK_FROM_OUTPUT:

@@ -15,8 +15,7 @@ from ._jit import launch_threads
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
 
-from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_RECOMPUTE
-from ._relu_bounds import relu_mask_bounds
+from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE
 
 
 def _chunking(x3):
@@ -130,13 +129,6 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     return mean, invstd, m2
 
 
-def _mask_bounds(x3, mean, invstd, weight, bias, mask_mode):
-    """``(lo, hi)`` of the recomputed ReLU mask (see ``_relu_bounds``); unused stand-ins otherwise."""
-    if mask_mode != MASK_RECOMPUTE:
-        return mean, mean
-    return relu_mask_bounds(mean, invstd * weight, bias, x3.dtype)
-
-
 def _grad_setup(x3, y3, mask_mode, dx3, dres3):
     """``(y3, mode, dres3)`` for the kernels, with stand-ins for arrays they will not touch.
 
@@ -153,19 +145,18 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     launch_threads(x3.size)
     O, C, I = x3.shape
     y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
-    lo, hi = _mask_bounds(x3, mean, invstd, weight, bias, mask_mode)
     sum_g, sum_gx = np.empty(C), np.empty(C)
     if _as_rows(x3):
         blocking = _row_blocking(x3)
         part = np.empty((-(-O // blocking[1]), C, 2))
         blocked = blocking[2] * C * I >= _config.ROW_SUMS_BLOCKED_MIN_TILE
-        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), *blocking, mean, lo, hi,
-                                mask_mode, blocked, part)
+        rows.rows_grad_partials(_rows(dy3), _rows(x3), _rows(y3), *blocking, mean, invstd, weight,
+                                bias, mask_mode, blocked, part)
         part = part.transpose(1, 0, 2)
     else:
         geom = _chunking(x3)
         part = np.empty((C, _num_chunks(O, geom), 2))
-        runs.runs_grad_partials(dy3, x3, y3, geom, mean, lo, hi, mask_mode, part)
+        runs.runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, part)
     common.sum_grad_partials(part, sum_g, sum_gx)
     return sum_g, sum_gx
 
@@ -174,14 +165,14 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
                batch_stats, dx3, dres3):
     """dx from gradient sums taken over ``count`` elements per channel (all ranks' for sync BN)."""
     launch_threads(x3.size)
-    lo, hi = _mask_bounds(x3, mean, invstd, weight, bias, mask_mode)
+    O, C, I = x3.shape
     y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
     if _as_rows(x3):
         rows.rows_input_grad(_rows(dy3), _rows(x3), _rows(y3), *_row_blocking(x3), mean, invstd,
-                             weight, lo, hi, mask_mode, sum_g, sum_gx, float(count), batch_stats,
+                             weight, bias, mask_mode, sum_g, sum_gx, float(count), batch_stats,
                              _rows(dx3), _rows(dres3))
     else:
-        runs.runs_input_grad(dy3, x3, y3, mean, invstd, weight, lo, hi, mask_mode, sum_g, sum_gx,
+        runs.runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx,
                              float(count), batch_stats, _nontemporal(dx3), dx3, dres3)
 
 
@@ -194,12 +185,10 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
     nthreads = launch_threads(x3.size)
     O, C, I = x3.shape
     if not _as_rows(x3) and _per_channel(x3, nthreads, 2):
-        lo, hi = _mask_bounds(x3, mean, invstd, weight, bias, mask_mode)
         y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
         sum_g, sum_gx = np.empty(C), np.empty(C)
-        runs.runs_backward_fused(dy3, x3, y3, _chunking(x3), mean, invstd, weight, lo, hi,
-                                 mask_mode, batch_stats, _nontemporal(dx3), dx3, dres3, sum_g,
-                                 sum_gx)
+        runs.runs_backward_fused(dy3, x3, y3, _chunking(x3), mean, invstd, weight, bias, mask_mode,
+                                 batch_stats, _nontemporal(dx3), dx3, dres3, sum_g, sum_gx)
         return sum_g, sum_gx
     sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
     input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,
