@@ -54,7 +54,7 @@ def _parser():
                     "(the memory floor). Runs interleaved, after warm-up; reports medians.")
     bench.add_argument("--ops", type=_names, metavar="LIST",
                        help="comma-separated ops or families, e.g. batch_norm.forward,layer_norm "
-                            "(default: every op this fastbn provides)")
+                            "or batch_norm_add_relu (default: every op this fastbn provides)")
     bench.add_argument("--shapes", type=_names, metavar="LIST",
                        help="comma-separated logical (N, C, *) shapes, e.g. 32x64x56x56,"
                             "32x64x56x56:cl,4096x1024 (:cl = channels-last; default: each op "

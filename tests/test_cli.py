@@ -120,6 +120,12 @@ def test_ops_select_by_family():
         "batch_norm.forward", "batch_norm.backward", "batch_norm.eval"]
 
 
+def test_ops_select_by_name_without_suffix():
+    """``batch_norm_add_relu`` names its forward and backward (its family is batch_norm_relu)."""
+    assert [op.name for op in cases.select(["batch_norm_add_relu"])] == [
+        "batch_norm_add_relu.forward", "batch_norm_add_relu.backward"]
+
+
 def test_measure_interleaves_and_pinning_restores():
     calls = []
     fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}

@@ -322,6 +322,10 @@ OPS = (
 
 FAMILIES = tuple(dict.fromkeys(op.family.name for op in OPS))
 
+#: What ``--ops`` accepts besides op names: the families, and each op's name
+#: without its ``.forward``/``.backward`` suffix (``batch_norm_add_relu``).
+GROUPS = tuple(dict.fromkeys(FAMILIES + tuple(op.name.partition(".")[0] for op in OPS)))
+
 
 def available(op):
     """Whether this fastbn has every function ``op`` needs."""
@@ -329,7 +333,7 @@ def available(op):
 
 
 def select(names=None):
-    """The ops named by op or family names (all available ops when ``names`` is None).
+    """The ops named by op names or :data:`GROUPS` (all available ops when ``names`` is None).
 
     Raises
     ------
@@ -340,9 +344,10 @@ def select(names=None):
         return [op for op in OPS if available(op)]
     chosen = []
     for name in names:
-        matches = [op for op in OPS if name in (op.name, op.family.name)]
+        matches = [op for op in OPS
+                   if name in (op.name, op.family.name, op.name.partition(".")[0])]
         if not matches:
-            valid = ", ".join(FAMILIES + tuple(op.name for op in OPS))
+            valid = ", ".join(GROUPS + tuple(op.name for op in OPS))
             raise ValueError(f"unknown op {name!r}; choose from {valid}")
         for op in matches:
             if not available(op):
