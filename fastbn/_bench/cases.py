@@ -320,11 +320,15 @@ OPS = (
        3, _fastbn_in_backward, _numpy_gn_backward, torch_ref.instance_norm_backward),
 )
 
-FAMILIES = tuple(dict.fromkeys(op.family.name for op in OPS))
+
+def _names_of(op):
+    """What ``--ops`` may call ``op`` by: its name, its family, its name without the suffix."""
+    return op.name, op.family.name, op.name.partition(".")[0]
+
 
 #: What ``--ops`` accepts besides op names: the families, and each op's name
 #: without its ``.forward``/``.backward`` suffix (``batch_norm_add_relu``).
-GROUPS = tuple(dict.fromkeys(FAMILIES + tuple(op.name.partition(".")[0] for op in OPS)))
+GROUPS = tuple(dict.fromkeys(name for op in OPS for name in _names_of(op)[1:]))
 
 
 def available(op):
@@ -344,8 +348,7 @@ def select(names=None):
         return [op for op in OPS if available(op)]
     chosen = []
     for name in names:
-        matches = [op for op in OPS
-                   if name in (op.name, op.family.name, op.name.partition(".")[0])]
+        matches = [op for op in OPS if name in _names_of(op)]
         if not matches:
             valid = ", ".join(GROUPS + tuple(op.name for op in OPS))
             raise ValueError(f"unknown op {name!r}; choose from {valid}")
