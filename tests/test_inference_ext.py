@@ -11,18 +11,29 @@ from fastbn import _config, _inference
 
 
 def oracle(x3, rm, rv, w, b, eps, relu=False, r3=None):
-    """The eval contract, written out per channel in float64."""
+    """The eval contract, written out per channel: constants in float64, elements in x's dtype."""
+    T = x3.dtype.type
     C = x3.shape[1]
     w = np.ones(C) if w is None else w.astype(np.float64)
     b = np.zeros(C) if b is None else b.astype(np.float64)
     k = (1.0 / np.sqrt(rv.astype(np.float64) + eps)) * w
+    mean = rm.astype(np.float64)
+    m = mean.astype(T)
+    dropped = mean - m
     with np.errstate(invalid="ignore"):  # inf - inf in the NaN/inf cases
-        v = (x3.astype(np.float64) - rm.astype(np.float64)[:, None]) * k[:, None] + b[:, None]
+        shift = np.where(dropped != 0.0, b - dropped * k, b)
+        v = (x3 - m[:, None]) * k.astype(T)[:, None] + shift.astype(T)[:, None]
         if r3 is not None:
-            v = v + r3.astype(np.float64)
+            v = v + r3
     if relu:
-        v = np.where(v < 0.0, 0.0, v)
+        v = np.where(v < 0, T(0), v)
     return v.astype(x3.dtype)
+
+
+def float64_formula(x3, rm, rv, w, b, eps):
+    """``(x - mean) * invstd * w + b`` evaluated in float64 throughout."""
+    k = (1.0 / np.sqrt(rv.astype(np.float64) + eps)) * w.astype(np.float64)
+    return (x3.astype(np.float64) - rm.astype(np.float64)[:, None]) * k[:, None] + b[:, None]
 
 
 def make(shape, dtype, pdtype=None, seed=0, affine=True):
@@ -55,6 +66,16 @@ def test_matches_oracle(shape, dtype, relu, residual):
     r = make(shape, dtype, seed=1)[0] if residual else None
     y = run(x, rm, rv, w, b, 1e-3, relu, r)
     np.testing.assert_array_equal(y, oracle(x, rm, rv, w, b, 1e-3, relu, r))
+
+
+def test_float32_arithmetic_stays_within_float32_rounding_of_float64():
+    """The float32 contract rounds a few times, even for a mean 1e4 std from zero."""
+    x, rm, rv, w, b = make((8, 16, 33), np.float32, np.float64)
+    x = (x * 1e-2 + 1e3).astype(np.float32)
+    rm, rv = x.mean(axis=(0, 2), dtype=np.float64), x.var(axis=(0, 2), dtype=np.float64)
+    y = run(x, rm, rv, w, b, 0.0)
+    want = float64_formula(x, rm, rv, w, b, 0.0)
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("dtype,pdtype", [(np.float32, np.float64), (np.float64, np.float32)])

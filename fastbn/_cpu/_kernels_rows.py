@@ -20,10 +20,11 @@ block-major (``part[j, c]``) so that each block writes one contiguous span.
 import numpy as np
 from numba import prange
 
-from ._jit import BOOL, F64, I64, PARTIALS, VEC_IN, arr, device, kernel, prefetch_lines, relu
+from ._jit import (BOOL, F64, I64, PARTIALS, VEC_IN, arr, as_element, device, kernel,
+                   prefetch_lines, relu)
 from ._primitives import (BLOCK_ROWS, MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,
-                          MASK_RECOMPUTE, block_sum, input_grad_coefficients, input_grad_value,
-                          upstream_grad)
+                          MASK_RECOMPUTE, block_sum, input_grad_affine, input_grad_value,
+                          output_affine, upstream_grad, upstream_grad64)
 
 
 @device
@@ -33,7 +34,7 @@ def _expanded(v, m, inner):
     The first ``C * inner`` values are the expansion for a single row.
     """
     C = v.shape[0]
-    out = np.empty(m * C * inner)
+    out = np.empty(m * C * inner, v.dtype)
     for q in range(m):
         for c in range(C):
             for i in range(inner):
@@ -59,6 +60,18 @@ def _prefetch_tiles(tiles, t0, t1):
     """
     for t in range(t0, min(t1, tiles.shape[0])):
         prefetch_lines(tiles[t], 0, tiles.shape[1])
+
+
+@device
+def _output_affine_vectors(mean, invstd, weight, bias, like):
+    """``output_affine`` of every channel: three vectors in the dtype of ``like``."""
+    C = mean.shape[0]
+    m = np.empty(C, like.dtype)
+    k = np.empty(C, like.dtype)
+    shift = np.empty(C, like.dtype)
+    for c in range(C):
+        m[c], k[c], shift[c] = output_affine(mean[c], invstd[c] * weight[c], bias[c], like)
+    return m, k, shift
 
 
 @device
@@ -147,9 +160,9 @@ def rows_partials(x2, inner, rows_per_block, tile_rows, part):
 
 
 @device
-def _normalize_span(x, mean, k, bias, res, has_residual, use_relu, y):
+def _normalize_span(x, m, k, shift, res, has_residual, use_relu, y):
     for i in range(x.shape[0]):
-        v = (x[i] - mean[i]) * k[i] + bias[i]
+        v = (x[i] - m[i]) * k[i] + shift[i]
         if has_residual:
             v += res[i]
         y[i] = relu(v) if use_relu else v
@@ -159,11 +172,15 @@ def _normalize_span(x, mean, k, bias, res, has_residual, use_relu, y):
                    BOOL, BOOL, arr(t, 2)))
 def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias, res2,
                    has_residual, use_relu, y2):
-    """``y = act((x - mean) * invstd * weight + bias [+ residual])`` row block by row block."""
+    """``y = act((x - mean) * invstd * weight + bias [+ residual])`` row block by row block.
+
+    In the data's dtype, with the constants of ``output_affine``.
+    """
     R, W = x2.shape
-    mean_t = _expanded(mean, tile_rows, inner)
-    k_t = _expanded(invstd * weight, tile_rows, inner)
-    bias_t = _expanded(bias, tile_rows, inner)
+    m, k, shift = _output_affine_vectors(mean, invstd, weight, bias, x2)
+    mean_t = _expanded(m, tile_rows, inner)
+    k_t = _expanded(k, tile_rows, inner)
+    bias_t = _expanded(shift, tile_rows, inner)
     for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
         tiles, rest = _tiles(x2, r0, r1, tile_rows)
@@ -177,46 +194,50 @@ def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, b
 
 
 @device
-def _grad_sums_span(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
+def _grad_sums_span(dy, x, y, mean, affine, mask_mode, sg, sgx):
+    """Sums of g and g * (x - mean) (float64 ``mean``); ``affine``: ``output_affine`` vectors."""
+    m, k, shift = affine
     for i in range(x.shape[0]):
-        g = upstream_grad(dy[i], x[i], y[i], mean[i], k[i], bias[i], mask_mode)
+        g = upstream_grad64(dy[i], x[i], y[i], (m[i], k[i], shift[i]), mask_mode)
         sg[i] += g
         sgx[i] += g * (x[i] - mean[i])
 
 
 @device
-def _grad_sums_block(dy, x, y, mean, k, bias, mask_mode, sg, sgx):
+def _grad_sums_block(dy, x, y, mean, affine, mask_mode, sg, sgx):
     """``_grad_sums_span`` of ``BLOCK_ROWS`` tiles (rows of the 2-D arguments) at once."""
+    m, k, shift = affine
     for i in range(x.shape[1]):
-        g0 = upstream_grad(dy[0, i], x[0, i], y[0, i], mean[i], k[i], bias[i], mask_mode)
-        g1 = upstream_grad(dy[1, i], x[1, i], y[1, i], mean[i], k[i], bias[i], mask_mode)
-        g2 = upstream_grad(dy[2, i], x[2, i], y[2, i], mean[i], k[i], bias[i], mask_mode)
-        g3 = upstream_grad(dy[3, i], x[3, i], y[3, i], mean[i], k[i], bias[i], mask_mode)
+        a = (m[i], k[i], shift[i])
+        g0 = upstream_grad64(dy[0, i], x[0, i], y[0, i], a, mask_mode)
+        g1 = upstream_grad64(dy[1, i], x[1, i], y[1, i], a, mask_mode)
+        g2 = upstream_grad64(dy[2, i], x[2, i], y[2, i], a, mask_mode)
+        g3 = upstream_grad64(dy[3, i], x[3, i], y[3, i], a, mask_mode)
         sg[i] += block_sum(g0, g1, g2, g3)
         sgx[i] += block_sum(g0 * (x[0, i] - mean[i]), g1 * (x[1, i] - mean[i]),
                             g2 * (x[2, i] - mean[i]), g3 * (x[3, i] - mean[i]))
 
 
 @device
-def _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, mask_mode, blocked, sg, sgx):
+def _grad_sums_tiles(dy_t, x_t, y_t, mean, affine, mask_mode, blocked, sg, sgx):
     """Gradient sums over whole tiles: ``BLOCK_ROWS`` at a time if ``blocked``, then one by one."""
     nblocks = x_t.shape[0] // BLOCK_ROWS if blocked else 0
     for q in range(nblocks):
         b = slice(q * BLOCK_ROWS, (q + 1) * BLOCK_ROWS)
-        _grad_sums_block(dy_t[b], x_t[b], y_t[b], mean, k, bias, mask_mode, sg, sgx)
+        _grad_sums_block(dy_t[b], x_t[b], y_t[b], mean, affine, mask_mode, sg, sgx)
     for t in range(nblocks * BLOCK_ROWS, x_t.shape[0]):
-        _grad_sums_span(dy_t[t], x_t[t], y_t[t], mean, k, bias, mask_mode, sg, sgx)
+        _grad_sums_span(dy_t[t], x_t[t], y_t[t], mean, affine, mask_mode, sg, sgx)
 
 
 @device
-def _grad_sums_mode(dy_t, x_t, y_t, mean, k, bias, mask_mode, blocked, sg, sgx):
+def _grad_sums_mode(dy_t, x_t, y_t, mean, affine, mask_mode, blocked, sg, sgx):
     """``_grad_sums_tiles`` specialised by a literal mask mode (so it vectorises)."""
     if mask_mode == MASK_RECOMPUTE:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_RECOMPUTE, blocked, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, affine, MASK_RECOMPUTE, blocked, sg, sgx)
     elif mask_mode >= MASK_FROM_OUTPUT:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_FROM_OUTPUT, blocked, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, affine, MASK_FROM_OUTPUT, blocked, sg, sgx)
     else:
-        _grad_sums_tiles(dy_t, x_t, y_t, mean, k, bias, MASK_NONE, blocked, sg, sgx)
+        _grad_sums_tiles(dy_t, x_t, y_t, mean, affine, MASK_NONE, blocked, sg, sgx)
 
 
 @kernel(lambda t: (arr(t, 2, True), arr(t, 2, True), arr(t, 2, True), I64, I64, I64, VEC_IN,
@@ -232,8 +253,10 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invs
     R, W = x2.shape
     C = mean.shape[0]
     mean_t = _expanded(mean, tile_rows, inner)
-    k_t = _expanded(invstd * weight, tile_rows, inner)
-    bias_t = _expanded(bias, tile_rows, inner)
+    m, k, shift = _output_affine_vectors(mean, invstd, weight, bias, x2)
+    affine_t = (_expanded(m, tile_rows, inner), _expanded(k, tile_rows, inner),
+                _expanded(shift, tile_rows, inner))
+    affine_r = (affine_t[0][:W], affine_t[1][:W], affine_t[2][:W])
     for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
         dy_t, rest = _tiles(dy2, r0, r1, tile_rows)
@@ -241,9 +264,9 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invs
         y_t, _ = _tiles(y2, r0, r1, tile_rows)
         sg_t = np.zeros(mean_t.shape[0])
         sgx_t = np.zeros(mean_t.shape[0])
-        _grad_sums_mode(dy_t, x_t, y_t, mean_t, k_t, bias_t, mask_mode, blocked, sg_t, sgx_t)
-        _grad_sums_mode(dy2[rest:r1], x2[rest:r1], y2[rest:r1], mean_t[:W], k_t[:W], bias_t[:W],
-                        mask_mode, blocked, sg_t[:W], sgx_t[:W])
+        _grad_sums_mode(dy_t, x_t, y_t, mean_t, affine_t, mask_mode, blocked, sg_t, sgx_t)
+        _grad_sums_mode(dy2[rest:r1], x2[rest:r1], y2[rest:r1], mean_t[:W], affine_r, mask_mode,
+                        blocked, sg_t[:W], sgx_t[:W])
         sg = np.zeros(C)
         sgx = np.zeros(C)
         _fold_elements(sg_t, sg, inner)
@@ -254,13 +277,15 @@ def rows_grad_partials(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invs
 
 
 @device
-def _input_grad_span(dy, x, y, mean, k, bias, mask_mode, a, c1, c2, batch_stats, dx, dres):
+def _input_grad_span(dy, x, y, m, k, shift, mask_mode, scale, slope, offset, batch_stats, dx,
+                     dres):
     """dx over a span, and g into ``dres`` in ``MASK_FROM_OUTPUT_STORE`` mode."""
+    zero = as_element(dy, 0.0)
     for i in range(x.shape[0]):
-        g = upstream_grad(dy[i], x[i], y[i], mean[i], k[i], bias[i], mask_mode)
+        g = upstream_grad(dy[i], x[i], y[i], m[i], k[i], shift[i], mask_mode, zero)
         if mask_mode == MASK_FROM_OUTPUT_STORE:
             dres[i] = g
-        dx[i] = input_grad_value(g, x[i], mean[i], a[i], c1[i], c2[i], batch_stats)
+        dx[i] = input_grad_value(g, x[i], m[i], scale[i], slope[i], offset[i], batch_stats)
 
 
 @device
@@ -284,18 +309,22 @@ def _input_grad_mode(dy, x, y, e, mask_mode, batch_stats, dx, dres):
                    VEC_IN, VEC_IN, VEC_IN, I64, VEC_IN, VEC_IN, F64, BOOL, arr(t, 2), arr(t, 2)))
 def rows_input_grad(dy2, x2, y2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias,
                     mask_mode, sum_g, sum_gx, count, batch_stats, dx2, dres2):
-    """dx row block by row block from the per-channel gradient sums over ``count`` elements."""
+    """dx row block by row block from the per-channel gradient sums over ``count`` elements.
+
+    In the data's dtype, with the constants of ``input_grad_affine``.
+    """
     R, W = x2.shape
     C = mean.shape[0]
-    a = np.empty(C)
-    c1 = np.empty(C)
-    c2 = np.empty(C)
+    m, k, shift = _output_affine_vectors(mean, invstd, weight, bias, x2)
+    scale = np.empty(C, x2.dtype)
+    slope = np.empty(C, x2.dtype)
+    offset = np.empty(C, x2.dtype)
     for c in range(C):
-        a[c], c1[c], c2[c] = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
-                                                     count, batch_stats)
-    e_t = (_expanded(mean, tile_rows, inner), _expanded(invstd * weight, tile_rows, inner),
-           _expanded(bias, tile_rows, inner), _expanded(a, tile_rows, inner),
-           _expanded(c1, tile_rows, inner), _expanded(c2, tile_rows, inner))
+        scale[c], slope[c], offset[c] = input_grad_affine(sum_g[c], sum_gx[c], mean[c], invstd[c],
+                                                          weight[c], count, batch_stats, x2)
+    e_t = (_expanded(m, tile_rows, inner), _expanded(k, tile_rows, inner),
+           _expanded(shift, tile_rows, inner), _expanded(scale, tile_rows, inner),
+           _expanded(slope, tile_rows, inner), _expanded(offset, tile_rows, inner))
     e_r = (e_t[0][:W], e_t[1][:W], e_t[2][:W], e_t[3][:W], e_t[4][:W], e_t[5][:W])
     for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)

@@ -145,8 +145,8 @@ def piece_grad_sums(dy3, x3, r, p, i0, i1, mean, weight, base, inner, lanes):
         a, b = weighted_grad_sums(dy3[0, r, i0:i1], x3[0, r, i0:i1], weight[base + i0:base + i1],
                                   mean, lanes)
         return a, b, 0.0, 0.0
-    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, 0.0, 0.0, MASK_NONE, lanes,
-                             False)
+    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, (x3[0, r, i0], 0.0, 0.0),
+                             MASK_NONE, lanes, False)
     return weight[base + p] * s1, weight[base + p] * s2, s1, s2
 
 

@@ -20,8 +20,8 @@ stores (``_nontemporal``), and each task ends with ``store_fence``.
 from numba import prange
 
 from ._jit import BOOL, F64, GEOM, I64, PARTIALS, VEC, VEC_IN, arr, chan_merge, inverse_std, kernel
-from ._primitives import (chunk_bounds, chunk_grad_sums, chunk_moments, input_grad_coefficients,
-                          input_grad_run, normalize_run, num_chunks)
+from ._primitives import (chunk_bounds, chunk_grad_sums, chunk_moments, input_grad_affine,
+                          input_grad_run, normalize_run, num_chunks, output_affine)
 from ._nontemporal import store_fence
 
 
@@ -49,8 +49,8 @@ def runs_normalize(x3, mean, invstd, weight, bias, res3, has_residual, use_relu,
     for t in prange(O * C):
         o = t // C
         c = t - o * C
-        normalize_run(x3, o, c, mean[c], invstd[c] * weight[c], bias[c], res3, has_residual,
-                      use_relu, nontemporal, y3)
+        affine = output_affine(mean[c], invstd[c] * weight[c], bias[c], x3)
+        normalize_run(x3, o, c, affine, res3, has_residual, use_relu, nontemporal, y3)
         if nontemporal:
             store_fence()
 
@@ -71,9 +71,9 @@ def runs_train_fused(x3, geom, weight, bias, eps, res3, has_residual, use_relu, 
             nb, mb, m2b = chunk_moments(x3, c, o0, o1, i0, i1, lanes, prefetch_next)
             n, m, m2 = chan_merge(n, m, m2, nb, mb, m2b)
         invstd = inverse_std(m2 / n, eps)
-        k = invstd * weight[c]
+        affine = output_affine(m, invstd * weight[c], bias[c], x3)
         for o in range(O):
-            normalize_run(x3, o, c, m, k, bias[c], res3, has_residual, use_relu, nontemporal, y3)
+            normalize_run(x3, o, c, affine, res3, has_residual, use_relu, nontemporal, y3)
         if nontemporal:
             store_fence()
         mean_out[c] = m
@@ -92,8 +92,9 @@ def runs_grad_partials(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode,
         j = t // C
         c = t - j * C
         o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-        sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], invstd[c] * weight[c],
-                                  bias[c], mask_mode, lanes, False)
+        affine = output_affine(mean[c], invstd[c] * weight[c], bias[c], x3)
+        sg, sgx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], affine, mask_mode, lanes,
+                                  False)
         part[c, j, 0] = sg
         part[c, j, 1] = sgx
 
@@ -107,10 +108,11 @@ def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, s
     for t in prange(O * C):
         o = t // C
         c = t - o * C
-        a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
-                                            batch_stats)
-        input_grad_run(dy3, x3, y3, o, c, mean[c], invstd[c] * weight[c], bias[c], mask_mode, a, c1,
-                       c2, batch_stats, nontemporal, dx3, dres3)
+        affine = output_affine(mean[c], invstd[c] * weight[c], bias[c], x3)
+        coefficients = input_grad_affine(sum_g[c], sum_gx[c], mean[c], invstd[c], weight[c], count,
+                                         batch_stats, x3)
+        input_grad_run(dy3, x3, y3, o, c, affine, mask_mode, coefficients, batch_stats,
+                       nontemporal, dx3, dres3)
         if nontemporal:
             store_fence()
 
@@ -126,19 +128,20 @@ def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode
     nch = num_chunks(O, group, nsub)
     count = float(O * I)
     for c in prange(C):
-        k = invstd[c] * weight[c]
+        affine = output_affine(mean[c], invstd[c] * weight[c], bias[c], x3)
         sg = 0.0
         sgx = 0.0
         for j in range(nch):
             o0, o1, i0, i1 = chunk_bounds(j, O, I, group, width, nsub)
-            a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], k, bias[c],
-                                        mask_mode, lanes, prefetch_next)
+            a_g, a_gx = chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean[c], affine, mask_mode,
+                                        lanes, prefetch_next)
             sg += a_g
             sgx += a_gx
-        a, c1, c2 = input_grad_coefficients(sg, sgx, invstd[c], weight[c], count, batch_stats)
+        coefficients = input_grad_affine(sg, sgx, mean[c], invstd[c], weight[c], count,
+                                         batch_stats, x3)
         for o in range(O):
-            input_grad_run(dy3, x3, y3, o, c, mean[c], k, bias[c], mask_mode, a, c1, c2,
-                           batch_stats, nontemporal, dx3, dres3)
+            input_grad_run(dy3, x3, y3, o, c, affine, mask_mode, coefficients, batch_stats,
+                           nontemporal, dx3, dres3)
         if nontemporal:
             store_fence()
         sum_g_out[c] = sg

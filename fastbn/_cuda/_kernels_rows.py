@@ -72,7 +72,7 @@ def grad_partials(dy2, x2, y2, rows_per_block, tile, mean, invstd, weight, bias,
         for r in range(r0 + lane, r1, height):
             xv = float64(x2[r, c])
             yv = float64(y2[r, c]) if mask_mode == MASK_FROM_OUTPUT else 0.0
-            g = upstream_grad(float64(dy2[r, c]), xv, yv, m, k, b, mask_mode)
+            g = upstream_grad(float64(dy2[r, c]), xv, yv, m, k, b, mask_mode, 0.0)
             sg += g
             sgx += g * (xv - m)
     sg, sgx, _ = block_reduce(sh, t, lane, tile, height, False, sg, sgx, 0.0)
@@ -90,12 +90,12 @@ def input_grad(dy2, x2, y2, rows_per_block, tile, nrb, mean, invstd, weight, bia
         m = mean[c]
         k = invstd[c] * weight[c]
         b = bias[c]
-        a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
-                                            batch_stats)
+        scale, slope, offset = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
+                                                        count, batch_stats, 0.0)
         for r in range(r0 + lane, r1, height):
             xv = float64(x2[r, c])
             yv = float64(y2[r, c]) if mask_mode == MASK_FROM_OUTPUT else 0.0
-            g = upstream_grad(float64(dy2[r, c]), xv, yv, m, k, b, mask_mode)
+            g = upstream_grad(float64(dy2[r, c]), xv, yv, m, k, b, mask_mode, 0.0)
             if has_dres:
                 dres2[r, c] = g
-            dx2[r, c] = input_grad_value(g, xv, m, a, c1, c2, batch_stats)
+            dx2[r, c] = input_grad_value(g, xv, m, scale, slope, offset, batch_stats)

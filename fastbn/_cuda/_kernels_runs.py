@@ -77,7 +77,7 @@ def grad_partials(dy3, x3, y3, group, width, nsub, mean, invstd, weight, bias, m
     while o < o1:
         xv = float64(x3[o, c, i])
         yv = float64(y3[o, c, i]) if mask_mode == MASK_FROM_OUTPUT else 0.0
-        g = upstream_grad(float64(dy3[o, c, i]), xv, yv, m, k, b, mask_mode)
+        g = upstream_grad(float64(dy3[o, c, i]), xv, yv, m, k, b, mask_mode, 0.0)
         sg += g
         sgx += g * (xv - m)
         o, i = walk_next(o, i, i0, w, step_o, step_i)
@@ -99,14 +99,14 @@ def input_grad(dy3, x3, y3, group, width, nsub, nch, mean, invstd, weight, bias,
     m = mean[c]
     k = invstd[c] * weight[c]
     b = bias[c]
-    a, c1, c2 = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
-                                        batch_stats)
+    scale, slope, offset = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
+                                                    count, batch_stats, 0.0)
     o, i = walk_start(t, o0, i0, w)
     while o < o1:
         xv = float64(x3[o, c, i])
         yv = float64(y3[o, c, i]) if mask_mode == MASK_FROM_OUTPUT else 0.0
-        g = upstream_grad(float64(dy3[o, c, i]), xv, yv, m, k, b, mask_mode)
+        g = upstream_grad(float64(dy3[o, c, i]), xv, yv, m, k, b, mask_mode, 0.0)
         if has_dres:
             dres3[o, c, i] = g
-        dx3[o, c, i] = input_grad_value(g, xv, m, a, c1, c2, batch_stats)
+        dx3[o, c, i] = input_grad_value(g, xv, m, scale, slope, offset, batch_stats)
         o, i = walk_next(o, i, i0, w, step_o, step_i)

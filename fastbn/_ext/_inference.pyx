@@ -3,18 +3,24 @@
 """Eval-mode batch norm forward, compiled ahead of time (no JIT at first call).
 
 The data is the canonical ``(O, C, I)`` view (see ``fastbn/_layout.py``); per
-channel ``c``, in float64::
+channel ``c``, the constants in float64, then converted to the data's type T::
 
     invstd = 1.0 / sqrt(running_var[c] + eps)
     k = invstd * weight[c]          (weight None: k = invstd)
     b = bias[c]                     (bias None: b = 0)
-    v = (x - running_mean[c]) * k + b
-    v = v + residual                (when given)
-    v = 0.0 if v < 0.0 else v       (relu; NaN propagates)
-    y = (dtype) v
+    m = (T) running_mean[c]
+    d = running_mean[c] - m         (what the rounding dropped)
+    b = b - d * k if d != 0 else b
 
-The Numba kernels use the same expression, so both paths agree bitwise; the
-build passes ``-ffp-contract=off`` so no fused multiply-add changes a rounding.
+and per element, in T::
+
+    v = (x - m) * (T) k + (T) b
+    v = v + residual                (when given)
+    v = 0 if v < 0 else v           (relu; NaN propagates)
+
+That is ``output_affine`` and the normalise loop of the Numba kernels
+(``fastbn/_cpu/_primitives.py``), so both paths agree bitwise; the build passes
+``-ffp-contract=off`` so no fused multiply-add changes a rounding.
 The element loops live in ``_kernels.h`` (plain C, so the compiler can build
 AVX-512 and AVX2 clones picked at load time); blocking, threads and checks
 live here.
@@ -81,24 +87,29 @@ cdef inline double _get(const char* p, bint f32, Py_ssize_t c) noexcept nogil:
 
 cdef void _scale_shift(const char* rm, bint rm32, const char* rv, bint rv32,
                        const char* w, bint w32, const char* b, bint b32,
-                       double eps, Py_ssize_t C, double* m, double* k,
-                       double* sh) noexcept nogil:
+                       double eps, Py_ssize_t C, real* m, real* k,
+                       real* sh) noexcept nogil:
+    """The per-channel constants ``(m, k, b)`` of the module doc, in the data's type."""
     cdef Py_ssize_t c
-    cdef double invstd
+    cdef double invstd, mean, kc, bc, dropped
     for c in range(C):
         invstd = 1.0 / sqrt(_get(rv, rv32, c) + eps)
-        m[c] = _get(rm, rm32, c)
-        k[c] = invstd * _get(w, w32, c) if w != NULL else invstd
-        sh[c] = _get(b, b32, c) if b != NULL else 0.0
+        mean = _get(rm, rm32, c)
+        kc = invstd * _get(w, w32, c) if w != NULL else invstd
+        bc = _get(b, b32, c) if b != NULL else 0.0
+        m[c] = <real>mean
+        dropped = mean - m[c]
+        k[c] = <real>kc
+        sh[c] = <real>(bc - dropped * kc if dropped != 0.0 else bc)
 
 
 cdef extern from "_kernels.h" nogil:
     void fastbn_run_f32(const float* x, const float* r, float* y, Py_ssize_t n,
-                        double m, double k, double b, bint relu)
+                        float m, float k, float b, bint relu)
     void fastbn_run_f64(const double* x, const double* r, double* y,
                         Py_ssize_t n, double m, double k, double b, bint relu)
     void fastbn_row_f32(const float* x, const float* r, float* y, Py_ssize_t n,
-                        const double* m, const double* k, const double* b,
+                        const float* m, const float* k, const float* b,
                         bint relu)
     void fastbn_row_f64(const double* x, const double* r, double* y,
                         Py_ssize_t n, const double* m, const double* k,
@@ -106,7 +117,7 @@ cdef extern from "_kernels.h" nogil:
 
 
 cdef inline void _run(const real* x, const real* r, real* y, Py_ssize_t n,
-                      double m, double k, double b, bint relu) noexcept nogil:
+                      real m, real k, real b, bint relu) noexcept nogil:
     """One channel's contiguous run of ``n`` elements (I > 1)."""
     if real is float:
         fastbn_run_f32(x, r, y, n, m, k, b, relu)
@@ -115,7 +126,7 @@ cdef inline void _run(const real* x, const real* r, real* y, Py_ssize_t n,
 
 
 cdef inline void _row(const real* x, const real* r, real* y, Py_ssize_t n,
-                      const double* m, const double* k, const double* b,
+                      const real* m, const real* k, const real* b,
                       bint relu) noexcept nogil:
     """``n`` consecutive channels of one row (I == 1), vectorised across C."""
     if real is float:
@@ -126,7 +137,7 @@ cdef inline void _row(const real* x, const real* r, real* y, Py_ssize_t n,
 
 cdef void _block(Py_ssize_t blk, const real* x, const real* r, real* y,
                  Py_ssize_t O, Py_ssize_t C, Py_ssize_t I, Py_ssize_t per,
-                 const double* m, const double* k, const double* b,
+                 const real* m, const real* k, const real* b,
                  bint relu) noexcept nogil:
     """Block ``blk``: ``per`` blocks per (o, c) run when I > 1; when I == 1,
     ``per`` channel chunks per group of rows."""
@@ -150,8 +161,8 @@ cdef void _block(Py_ssize_t blk, const real* x, const real* r, real* y,
 
 
 cdef void _launch(const real* x, const real* r, real* y, Py_ssize_t O,
-                  Py_ssize_t C, Py_ssize_t I, const double* m, const double* k,
-                  const double* b, bint relu, int num_threads) noexcept nogil:
+                  Py_ssize_t C, Py_ssize_t I, const real* m, const real* k,
+                  const real* b, bint relu, int num_threads) noexcept nogil:
     cdef Py_ssize_t per, nblocks, blk
     if I > 1:
         per = (I + _BLOCK - 1) // _BLOCK
@@ -203,21 +214,23 @@ def normalize_eval(cnp.ndarray x3 not None, cnp.ndarray running_mean not None,
     cdef const char* b = _param(bias, "bias", C, &b32)
     if O * C * I == 0:
         return
-    cdef double* buf = <double*>malloc(3 * C * sizeof(double))
+    cdef void* buf = malloc(3 * C * sizeof(double))
     if buf == NULL:
         raise MemoryError()
+    cdef float* f = <float*>buf
+    cdef double* d = <double*>buf
     cdef const char* xp = <const char*>cnp.PyArray_DATA(x3)
     cdef char* yp = <char*>cnp.PyArray_DATA(y3)
     try:
         with nogil:
-            _scale_shift(rm, rm32, rv, rv32, w, w32, b, b32, eps, C,
-                         buf, buf + C, buf + 2 * C)
             if t == cnp.NPY_FLOAT32:
+                _scale_shift(rm, rm32, rv, rv32, w, w32, b, b32, eps, C, f, f + C, f + 2 * C)
                 _launch(<const float*>xp, <const float*>r, <float*>yp, O, C, I,
-                        buf, buf + C, buf + 2 * C, relu, num_threads)
+                        f, f + C, f + 2 * C, relu, num_threads)
             else:
+                _scale_shift(rm, rm32, rv, rv32, w, w32, b, b32, eps, C, d, d + C, d + 2 * C)
                 _launch(<const double*>xp, <const double*>r, <double*>yp, O, C,
-                        I, buf, buf + C, buf + 2 * C, relu, num_threads)
+                        I, d, d + C, d + 2 * C, relu, num_threads)
     finally:
         free(buf)
 
