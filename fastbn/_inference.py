@@ -40,9 +40,11 @@ def normalize_eval(x3, running_mean, running_var, weight, bias, eps, relu,
     """Eval-mode batch norm of the canonical view ``x3`` into ``y3``.
 
     Per channel ``c``, in float64: ``invstd = 1 / sqrt(running_var[c] + eps)``,
-    ``k = invstd * weight[c]``, ``b = bias[c]``; per element
-    ``v = (x - running_mean[c]) * k + b``, then ``v += residual`` and ReLU
-    (NaN propagates) when asked, stored once in the data dtype.  ``running_var``
+    ``k = invstd * weight[c]``, ``b = bias[c]``, converted to the data's dtype
+    with the mean split as the training kernels do (``output_affine`` in
+    ``fastbn/_cpu/_primitives.py``, so the two paths agree bitwise); per element,
+    in that dtype, ``v = (x - m) * k + b``, then ``v += residual`` and ReLU
+    (NaN propagates) when asked.  ``running_var``
     is the (unbiased) running variance of the layer.  ``k`` and ``b`` are
     recomputed on every call (O(C) work, negligible next to the O(N) pass), so
     no cached scale/shift can go stale when parameters are mutated in place.

@@ -26,10 +26,10 @@ the sum of squares.  ``geom`` is ``(G, inner, width, lanes)`` from the driver
 import numpy as np
 from numba import prange
 
-from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, chan_merge, compiled,
-                   device, inverse_std, kernel)
+from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, as_element,
+                   chan_merge, compiled, device, inverse_std, kernel)
 from ._primitives import (MASK_NONE, block_sum, chunk_grad_sums, chunk_moments, fold_lanes,
-                          lane_blocks)
+                          input_grad_affine, input_grad_value, lane_blocks, output_affine)
 
 # --- device functions -----------------------------------------------------------------------
 
@@ -91,22 +91,31 @@ def row_stats(x3, r, width, nsub, centered, lanes):
 
 
 @device
-def normalize_piece(x, p, i0, i1, mean, invstd, weight, bias, base, inner, y):
-    """``y = (x - mean) * invstd * w + b`` over a piece of a row, in float64.
+def in_dtype_of(v, like):
+    """Vector ``v`` converted once to the dtype of ``like``, the output passes' dtype."""
+    return v.astype(like.dtype)
 
-    Loops index from 0 over slices: an offset index would keep Numba's negative
-    index wrap-around in the loop and block vectorisation.
+
+@device
+def normalize_piece(x, p, i0, i1, mean, invstd, weight, bias, base, inner, y):
+    """``y = (x - mean) * invstd * w + b`` over a piece of a row, in the data's dtype.
+
+    ``weight``/``bias`` are in the data's dtype (``in_dtype_of``) and the
+    constants come from ``output_affine``; a per-element affine (``inner`` 1)
+    is applied to ``xhat = (x - m) * invstd + s``.  Loops index from 0 over slices: an offset
+    index would keep Numba's negative index wrap-around in the loop and block
+    vectorisation.
     """
     xs, ys = x[i0:i1], y[i0:i1]
     if inner == 1:
         ws, bs = weight[base + i0:base + i1], bias[base + i0:base + i1]
+        m, k, s = output_affine(mean, invstd, 0.0, x)
         for i in range(xs.shape[0]):
-            ys[i] = (xs[i] - mean) * (invstd * ws[i]) + bs[i]
+            ys[i] = ((xs[i] - m) * k + s) * ws[i] + bs[i]
     else:
-        k = invstd * weight[base + p]
-        shift = bias[base + p]
+        m, k, shift = output_affine(mean, invstd * weight[base + p], bias[base + p], x)
         for i in range(xs.shape[0]):
-            ys[i] = (xs[i] - mean) * k + shift
+            ys[i] = (xs[i] - m) * k + shift
 
 
 @device
@@ -151,45 +160,49 @@ def piece_grad_sums(dy3, x3, r, p, i0, i1, mean, weight, base, inner, lanes):
 
 
 @device
-def grad_coefficients(sum_wg, sum_wgx, invstd, inv_k, centered, batch_stats):
-    """``(c1, c2)`` with ``dx = invstd * w * dy - c1 - (x - mean) * c2``."""
-    if not batch_stats:
-        return 0.0, 0.0
-    c2 = invstd * invstd * invstd * sum_wgx * inv_k
-    return (invstd * sum_wg * inv_k if centered else 0.0), c2
+def grad_coefficients(sum_wg, sum_wgx, mean, invstd, K, centered, batch_stats, like):
+    """``input_grad_affine`` of a row whose ``g`` is ``w * dy`` (the weight is inside the sums).
+
+    So ``dx = input_grad_value(w * dy, x, m, ...)``: ``invstd * w * dy - c1 -
+    (x - mean) * c2`` with ``c1 = invstd * mean(w dy)`` (0 for RMSNorm) and
+    ``c2 = invstd**3 * mean(w dy (x - mean))``, in the data's dtype.
+    """
+    return input_grad_affine(sum_wg if centered else 0.0, sum_wgx, mean, invstd, 1.0, float(K),
+                             batch_stats, like)
 
 
 @device
-def input_grad_piece(dy, x, p, i0, i1, mean, invstd, c1, c2, weight, base, inner, batch_stats, dx):
-    """dx over a piece of a row (frozen statistics never read x, so inf input stays finite)."""
+def input_grad_piece(dy, x, p, i0, i1, mean, coefficients, weight, base, inner, batch_stats, dx):
+    """dx over a piece of a row (frozen statistics never read x, so inf input stays finite).
+
+    ``coefficients`` from ``grad_coefficients``; ``weight`` in the data's dtype.
+    """
     dys, xs, dxs = dy[i0:i1], x[i0:i1], dx[i0:i1]
+    m = as_element(x, mean)
+    scale, slope, offset = coefficients
     if inner == 1:
         ws = weight[base + i0:base + i1]
-        if batch_stats:
-            for i in range(dys.shape[0]):
-                dxs[i] = (invstd * ws[i]) * dys[i] - c1 - (xs[i] - mean) * c2
-        else:
-            for i in range(dys.shape[0]):
-                dxs[i] = (invstd * ws[i]) * dys[i]
+        for i in range(dys.shape[0]):
+            dxs[i] = input_grad_value(dys[i] * ws[i], xs[i], m, scale, slope, offset, batch_stats)
     else:
-        k = invstd * weight[base + p]
-        if batch_stats:
-            for i in range(dys.shape[0]):
-                dxs[i] = k * dys[i] - c1 - (xs[i] - mean) * c2
-        else:
-            for i in range(dys.shape[0]):
-                dxs[i] = k * dys[i]
+        w = weight[base + p]
+        for i in range(dys.shape[0]):
+            dxs[i] = input_grad_value(dys[i] * w, xs[i], m, scale, slope, offset, batch_stats)
 
 
 @device
-def input_grad_columns(dy, x, w, mean, invstd, c1, c2, dx, dw, db):
-    """dx (batch statistics) and ``accumulate_columns`` in one pass over a row segment."""
+def input_grad_columns(dy, x, w, mean, invstd, coefficients, dx, dw, db):
+    """dx (batch statistics) and ``accumulate_columns`` in one pass over a row segment.
+
+    dx in the data's dtype (``w`` too), the affine grads in float64.
+    """
+    m = as_element(x, mean)
+    scale, slope, offset = coefficients
     for i in range(dy.shape[0]):
         d = dy[i]
-        xc = x[i] - mean
-        dx[i] = (invstd * w[i]) * d - c1 - xc * c2
+        dx[i] = input_grad_value(d * w[i], x[i], m, scale, slope, offset, True)
         db[i] += d
-        dw[i] += d * xc * invstd
+        dw[i] += d * (x[i] - mean) * invstd
 
 
 @device
@@ -224,12 +237,13 @@ def pieces_normalize(x3, geom, mean, invstd, weight, bias, y3):
     """Normalise every piece with per-row ``mean`` and ``invstd`` (one task per piece)."""
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, _, S, npieces = unpack(geom, K)
+    weight_t, bias_t = in_dtype_of(weight, x3), in_dtype_of(bias, x3)
     for t in prange(R * npieces):
         r = t // npieces
         p = t - r * npieces
         i0, i1 = piece_bounds(p, K, inner, width)
-        normalize_piece(x3[0, r], p, i0, i1, mean[r], invstd[r], weight, bias, (r % G) * S, inner,
-                        y3[0, r])
+        normalize_piece(x3[0, r], p, i0, i1, mean[r], invstd[r], weight_t, bias_t, (r % G) * S,
+                        inner, y3[0, r])
 
 
 @kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), VEC, VEC))
@@ -238,13 +252,14 @@ def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, var_out):
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, lanes, S, npieces = unpack(geom, K)
     nsub = (K + width - 1) // width
+    weight_t, bias_t = in_dtype_of(weight, x3), in_dtype_of(bias, x3)
     for r in prange(R):
         mean, var = row_stats(x3, r, width, nsub, centered, lanes)
         invstd = inverse_std(var, eps)
         for p in range(npieces):
             i0, i1 = piece_bounds(p, K, inner, width)
-            normalize_piece(x3[0, r], p, i0, i1, mean, invstd, weight, bias, (r % G) * S, inner,
-                            y3[0, r])
+            normalize_piece(x3[0, r], p, i0, i1, mean, invstd, weight_t, bias_t, (r % G) * S,
+                            inner, y3[0, r])
         mean_out[r] = mean
         var_out[r] = var
 
@@ -252,9 +267,9 @@ def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, var_out):
 # --- backward --------------------------------------------------------------------------------
 
 
-@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, F64, BOOL, BOOL,
-                   BOOL, arr(t, 3), arr(F64, 2), arr(F64, 2)))
-def backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_stats, want_affine,
+@kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, BOOL, BOOL, BOOL,
+                   arr(t, 3), arr(F64, 2), arr(F64, 2)))
+def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, want_affine,
                    dx3, pdw, pdb):
     """Backward, one block of rows per task: row sums, dx from the cached row, affine partials.
 
@@ -264,6 +279,7 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_s
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, lanes, S, npieces = unpack(geom, K)
     rows_per_block = (R + pdw.shape[0] - 1) // pdw.shape[0]
+    weight_t = in_dtype_of(weight, x3)
     for b in prange((R + rows_per_block - 1) // rows_per_block):
         for r in range(b * rows_per_block, min(R, (b + 1) * rows_per_block)):
             base = (r % G) * S
@@ -277,14 +293,16 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_s
                 if want_affine and inner > 1:
                     pdb[b, base + p] += s1
                     pdw[b, base + p] += s2 * invstd[r]
-            c1, c2 = grad_coefficients(sum_wg, sum_wgx, invstd[r], inv_k, centered, batch_stats)
+            coefficients = grad_coefficients(sum_wg, sum_wgx, mean[r], invstd[r], K, centered,
+                                             batch_stats, x3)
             if want_affine and inner == 1 and batch_stats:
-                input_grad_columns(dy3[0, r], x3[0, r], weight[base:base + K], mean[r], invstd[r],
-                                   c1, c2, dx3[0, r], pdw[b, base:base + K], pdb[b, base:base + K])
+                input_grad_columns(dy3[0, r], x3[0, r], weight_t[base:base + K], mean[r],
+                                   invstd[r], coefficients, dx3[0, r], pdw[b, base:base + K],
+                                   pdb[b, base:base + K])
                 continue
             for p in range(npieces):
                 i0, i1 = piece_bounds(p, K, inner, width)
-                input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], invstd[r], c1, c2, weight,
+                input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], coefficients, weight_t,
                                  base, inner, batch_stats, dx3[0, r])
             if want_affine and inner == 1:
                 accumulate_columns(dy3[0, r], x3[0, r], mean[r], invstd[r], pdw[b, base:base + K],
@@ -329,18 +347,20 @@ def fold_piece_partials(part, geom, invstd, segment_grads, sum_wg, sum_wgx, dw, 
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, VEC_IN, VEC_IN,
-                   F64, BOOL, BOOL, arr(t, 3)))
-def pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, inv_k, centered,
+                   BOOL, BOOL, arr(t, 3)))
+def pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, centered,
                       batch_stats, dx3):
     """dx for every piece from the per-row sums (one task per piece)."""
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, _, S, npieces = unpack(geom, K)
+    weight_t = in_dtype_of(weight, x3)
     for t in prange(R * npieces):
         r = t // npieces
         p = t - r * npieces
         i0, i1 = piece_bounds(p, K, inner, width)
-        c1, c2 = grad_coefficients(sum_wg[r], sum_wgx[r], invstd[r], inv_k, centered, batch_stats)
-        input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], invstd[r], c1, c2, weight,
+        coefficients = grad_coefficients(sum_wg[r], sum_wgx[r], mean[r], invstd[r], K, centered,
+                                         batch_stats, x3)
+        input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], coefficients, weight_t,
                          (r % G) * S, inner, batch_stats, dx3[0, r])
 
 

@@ -70,12 +70,11 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
     R, K = x3.shape[1], x3.shape[2]
     geom = _geometry(K, G, inner)
     channels = weight.shape[0]
-    inv_k = 1.0 / K
     dw, db = np.zeros(channels), np.zeros(channels)
     if _whole_rows(R, nthreads):
         shape = (min(R, _config.ROW_BLOCKS), channels if want_affine else 0)
         pdw, pdb = np.zeros(shape), np.zeros(shape)
-        rw.backward_fused(dy3, x3, geom, mean, invstd, weight, inv_k, centered, batch_stats,
+        rw.backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats,
                           want_affine, dx3, pdw, pdb)
         if not want_affine:
             return None, None
@@ -86,7 +85,7 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
     rw.piece_grad_partials(dy3, x3, geom, mean, weight, part)
     sum_wg, sum_wgx = np.empty(R), np.empty(R)
     rw.fold_piece_partials(part, geom, invstd, inner > 1, sum_wg, sum_wgx, dw, db)
-    rw.pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, inv_k, centered,
+    rw.pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, centered,
                          batch_stats, dx3)
     if not want_affine:
         return None, None

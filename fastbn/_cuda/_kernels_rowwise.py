@@ -29,14 +29,20 @@ squares).
 
 from numba import cuda, float64
 
-from .._cpu import _kernels_rowwise as _cpu_rowwise
-from ._device import (accumulate, block_reduce, inverse_std, shifted_moments, store_partial,
-                      walk_next, walk_start)
+from ._device import (accumulate, block_reduce, input_grad_coefficients, input_grad_value,
+                      inverse_std, shifted_moments, store_partial, walk_next, walk_start)
 from ._jit import kernel
 from ._kernels_rows import _block_tile
 
-#: The CPU's ``dx = invstd * w * dy - c1 - (x - mean) * c2`` coefficients, same source.
-grad_coefficients = cuda.jit(device=True)(_cpu_rowwise.grad_coefficients.py_func)
+
+@cuda.jit(device=True)
+def grad_coefficients(sum_wg, sum_wgx, invstd, count, centered, batch_stats):
+    """The CPU's row coefficients in float64: ``dx = input_grad_value(w * dy, x, mean, ...)``.
+
+    ``g = w * dy`` (the weight is inside the row sums); RMSNorm has no mean term.
+    """
+    return input_grad_coefficients(sum_wg if centered else 0.0, sum_wgx, invstd, 1.0, count,
+                                   batch_stats, 0.0)
 
 
 # --- device functions -----------------------------------------------------------------------
@@ -130,18 +136,16 @@ def normalize_span(x, y, i0, i1, mean, invstd, weight, bias, base, inner):
 
 
 @cuda.jit(device=True)
-def input_grad_span(dy, x, dx, i0, i1, mean, invstd, c1, c2, weight, base, inner, batch_stats):
-    """dx over this thread's elements of ``[i0, i1)`` (frozen statistics never read x)."""
+def input_grad_span(dy, x, dx, i0, i1, mean, coefficients, weight, base, inner, batch_stats):
+    """dx over this thread's elements of ``[i0, i1)`` (frozen statistics never use x)."""
+    scale, slope, offset = coefficients
     T = cuda.blockDim.x
     step_s, step_off = T // inner, T % inner
     i = i0 + cuda.threadIdx.x
     s, off = walk_start(i, 0, 0, inner)
     while i < i1:
-        k = invstd * weight[base + s]
-        if batch_stats:
-            dx[i] = k * float64(dy[i]) - c1 - (float64(x[i]) - mean) * c2
-        else:
-            dx[i] = k * float64(dy[i])
+        g = float64(dy[i]) * weight[base + s]
+        dx[i] = input_grad_value(g, float64(x[i]), mean, scale, slope, offset, batch_stats)
         i += T
         s, off = walk_next(s, off, 0, inner, step_s, step_off)
 
@@ -212,19 +216,20 @@ def grad_partials(dy3, x3, G, inner, seg_len, nsub, width, mean, weight, part):
 
 
 @kernel
-def input_grad(dy3, x3, G, inner, width, mean, invstd, weight, sum_wg, sum_wgx, inv_k, centered,
+def input_grad(dy3, x3, G, inner, width, mean, invstd, weight, sum_wg, sum_wgx, count, centered,
                batch_stats, dx3):
     """dx over chunk ``j`` of row ``r`` from the row sums ``sum w dy``, ``sum w dy xc``."""
     K = x3.shape[2]
     r, j = block_piece((K + width - 1) // width)
     i0 = j * width
-    c1, c2 = grad_coefficients(sum_wg[r], sum_wgx[r], invstd[r], inv_k, centered, batch_stats)
-    input_grad_span(dy3[0, r], x3[0, r], dx3[0, r], i0, min(K, i0 + width), mean[r], invstd[r],
-                    c1, c2, weight, (r % G) * (K // inner), inner, batch_stats)
+    coefficients = grad_coefficients(sum_wg[r], sum_wgx[r], invstd[r], count, centered,
+                                     batch_stats)
+    input_grad_span(dy3[0, r], x3[0, r], dx3[0, r], i0, min(K, i0 + width), mean[r], coefficients,
+                    weight, (r % G) * (K // inner), inner, batch_stats)
 
 
 @kernel
-def backward_rows(dy3, x3, G, inner, mean, invstd, weight, inv_k, centered, batch_stats, dx3,
+def backward_rows(dy3, x3, G, inner, mean, invstd, weight, count, centered, batch_stats, dx3,
                   part):
     """Backward, one block per row: piece sums (into ``part``) in order, then dx from the cache.
 
@@ -245,8 +250,8 @@ def backward_rows(dy3, x3, G, inner, mean, invstd, weight, inv_k, centered, batc
         sum_wgx += wb
         if cuda.threadIdx.x == 0:
             store_piece(part, r, p, wa, wb, a, b)
-    c1, c2 = grad_coefficients(sum_wg, sum_wgx, invstd[r], inv_k, centered, batch_stats)
-    input_grad_span(dy, x, dx3[0, r], 0, K, mean[r], invstd[r], c1, c2, weight, base, inner,
+    coefficients = grad_coefficients(sum_wg, sum_wgx, invstd[r], count, centered, batch_stats)
+    input_grad_span(dy, x, dx3[0, r], 0, K, mean[r], coefficients, weight, base, inner,
                     batch_stats)
 
 

@@ -104,17 +104,17 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
     if R == 0:
         return (base.filled(channels, 0.0), base.filled(channels, 0.0)) if want_affine \
             else (None, None)
-    inv_k = 1.0 / K
+    count = float(K)
     if _whole_rows(K):
         nsub = 1
         part = base.empty((R, K // inner if inner > 1 else 1, 4))
-        base._launch(rw.backward_rows, R, dy3, x3, G, inner, mean, invstd, weight, inv_k,
+        base._launch(rw.backward_rows, R, dy3, x3, G, inner, mean, invstd, weight, count,
                      bool(centered), bool(batch_stats), dx3, part)
     else:
         part, nsub, sums = _row_sums(dy3, x3, G, inner, mean, weight)
         width, nch = _chunks(K)
         base._launch(rw.input_grad, R * nch, dy3, x3, G, inner, width, mean, invstd, weight,
-                     sums[0], sums[1], inv_k, bool(centered), bool(batch_stats), dx3)
+                     sums[0], sums[1], count, bool(centered), bool(batch_stats), dx3)
     if not want_affine:
         return None, None
     return _affine_grads(dy3, x3, G, inner, mean, invstd, channels, part, nsub)
