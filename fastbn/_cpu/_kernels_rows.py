@@ -178,18 +178,18 @@ def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, b
     """
     R, W = x2.shape
     m, k, shift = _output_affine_vectors(mean, invstd, weight, bias, x2)
-    mean_t = _expanded(m, tile_rows, inner)
+    m_t = _expanded(m, tile_rows, inner)
     k_t = _expanded(k, tile_rows, inner)
-    bias_t = _expanded(shift, tile_rows, inner)
+    shift_t = _expanded(shift, tile_rows, inner)
     for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
         tiles, rest = _tiles(x2, r0, r1, tile_rows)
         res_t, _ = _tiles(res2, r0, r1, tile_rows)
         y_t, _ = _tiles(y2, r0, r1, tile_rows)
         for t in range(tiles.shape[0]):
-            _normalize_span(tiles[t], mean_t, k_t, bias_t, res_t[t], has_residual, use_relu, y_t[t])
+            _normalize_span(tiles[t], m_t, k_t, shift_t, res_t[t], has_residual, use_relu, y_t[t])
         for r in range(rest, r1):
-            _normalize_span(x2[r], mean_t[:W], k_t[:W], bias_t[:W], res2[r], has_residual, use_relu,
+            _normalize_span(x2[r], m_t[:W], k_t[:W], shift_t[:W], res2[r], has_residual, use_relu,
                             y2[r])
 
 
