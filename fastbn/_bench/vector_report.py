@@ -4,8 +4,9 @@ Each kernel is compiled afresh for float32 (Numba refuses to show the assembly
 of a cached kernel) and its x86 assembly is scanned for floating-point
 arithmetic on packed vectors (``vaddpd``, ``vmulps``, ``vcvtps2pd`` ... on
 ``xmm``/``ymm``/``zmm`` registers) against the scalar forms (``vaddsd`` ...).
-The kernels accumulate and normalise in float64, so packed-double arithmetic
-on the widest registers of the CPU is what their inner loops should show.
+The kernels accumulate in float64 (packed-double arithmetic on float32 data
+widened by ``vcvtps2pd``) and normalise in the data's dtype (packed-single for
+float32), on the widest registers of the CPU.
 """
 
 import collections
@@ -118,3 +119,6 @@ if __name__ == "__main__":   # pragma: no cover - run as ``python -m fastbn._ben
         print(f"non-temporal stores in {name}: {nontemporal_stores('_kernels_runs', name)}")
     print("\nhot loop of runs_train_fused (chunk statistics):")
     print(hot_loop("_kernels_runs", "runs_train_fused"))
+    if architecture() == "x86":
+        print("\nhot loop of rows_normalize (float32 output pass):")
+        print(hot_loop("_kernels_rows", "rows_normalize", "vsubps"))
