@@ -28,8 +28,9 @@ from numba import prange
 
 from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, as_element,
                    chan_merge, compiled, device, inverse_std, kernel)
-from ._primitives import (MASK_NONE, block_sum, chunk_grad_sums, chunk_moments, fold_lanes,
-                          input_grad_affine, input_grad_value, lane_blocks, output_affine)
+from ._primitives import (BLOCK_ROWS, MASK_NONE, block_sum, chunk_grad_sums, chunk_moments,
+                          fold_lanes, input_grad_affine, input_grad_value, lane_blocks,
+                          output_affine)
 
 # --- device functions -----------------------------------------------------------------------
 
@@ -206,6 +207,27 @@ def input_grad_columns(dy, x, w, mean, invstd, coefficients, dx, dw, db):
 
 
 @device
+def accumulate_columns_block(dy, x, mean, invstd, dw, db):
+    """``accumulate_columns`` of ``BLOCK_ROWS`` rows (rows of ``dy``/``x``) at once.
+
+    Each column takes the pairwise sum of the four rows per step, which
+    quarters the loads and stores of the float64 accumulators (twice the
+    data's width).  The rows' statistics are read into locals first, so the
+    loop's only stores are ``dw`` and ``db`` (few overlap checks: it vectorises).
+    """
+    m0, m1, m2, m3 = mean[0], mean[1], mean[2], mean[3]
+    k0, k1, k2, k3 = invstd[0], invstd[1], invstd[2], invstd[3]
+    for i in range(dy.shape[1]):
+        d0 = np.float64(dy[0, i])
+        d1 = np.float64(dy[1, i])
+        d2 = np.float64(dy[2, i])
+        d3 = np.float64(dy[3, i])
+        db[i] += block_sum(d0, d1, d2, d3)
+        dw[i] += block_sum(d0 * (x[0, i] - m0) * k0, d1 * (x[1, i] - m1) * k1,
+                           d2 * (x[2, i] - m2) * k2, d3 * (x[3, i] - m3) * k3)
+
+
+@device
 def accumulate_columns(dy, x, mean, invstd, dw, db):
     """Per-element affine grads of one row segment: ``dw += dy * xhat``, ``db += dy``."""
     for i in range(dy.shape[0]):
@@ -274,14 +296,23 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
     """Backward, one block of rows per task: row sums, dx from the cached row, affine partials.
 
     Rows are split evenly into ``len(pdw)`` blocks; ``pdw[b]``/``pdb[b]`` (zeroed by
-    the caller) receive block ``b``'s affine grads.
+    the caller) receive block ``b``'s affine grads.  Layer and RMS norm's
+    per-element affine grads (batch statistics) are added ``BLOCK_ROWS`` rows
+    at a time (``accumulate_columns_block``) after those rows' dx, the rows a
+    block has beyond a multiple of four one at a time.  Blocks depend on the
+    shape only, and with at most ``ROW_BLOCKS`` rows each row is its own
+    block, as in the pieces path (``column_grads``): same bits either way.
     """
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, lanes, S, npieces = unpack(geom, K)
     rows_per_block = (R + pdw.shape[0] - 1) // pdw.shape[0]
     weight_t = in_dtype_of(weight, x3)
     for b in prange((R + rows_per_block - 1) // rows_per_block):
-        for r in range(b * rows_per_block, min(R, (b + 1) * rows_per_block)):
+        r0, r1 = b * rows_per_block, min(R, (b + 1) * rows_per_block)
+        grouped = r0
+        if want_affine and inner == 1 and batch_stats and G == 1:
+            grouped = r0 + (r1 - r0) // BLOCK_ROWS * BLOCK_ROWS
+        for r in range(r0, r1):
             base = (r % G) * S
             sum_wg = sum_wgx = 0.0
             for p in range(npieces):
@@ -295,6 +326,14 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
                     pdw[b, base + p] += s2 * invstd[r]
             coefficients = grad_coefficients(sum_wg, sum_wgx, mean[r], invstd[r], K, centered,
                                              batch_stats, x3)
+            if r < grouped:
+                input_grad_piece(dy3[0, r], x3[0, r], 0, 0, K, mean[r], coefficients, weight_t, 0,
+                                 1, True, dx3[0, r])
+                if (r - r0) % BLOCK_ROWS == BLOCK_ROWS - 1:
+                    rows = slice(r + 1 - BLOCK_ROWS, r + 1)
+                    accumulate_columns_block(dy3[0, rows], x3[0, rows], mean[rows], invstd[rows],
+                                             pdw[b], pdb[b])
+                continue
             if want_affine and inner == 1 and batch_stats:
                 input_grad_columns(dy3[0, r], x3[0, r], weight_t[base:base + K], mean[r],
                                    invstd[r], coefficients, dx3[0, r], pdw[b, base:base + K],
