@@ -155,8 +155,8 @@ def piece_grad_sums(dy3, x3, r, p, i0, i1, mean, weight, base, inner, lanes):
         a, b = weighted_grad_sums(dy3[0, r, i0:i1], x3[0, r, i0:i1], weight[base + i0:base + i1],
                                   mean, lanes)
         return a, b, 0.0, 0.0
-    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, (x3[0, r, i0], 0.0, 0.0),
-                             MASK_NONE, lanes, False)
+    s1, s2 = chunk_grad_sums(dy3, x3, x3, r, 0, 1, i0, i1, mean, (0.0, 0.0, 0.0), MASK_NONE,
+                             lanes, False)  # no activation: the mask's constants are not read
     return weight[base + p] * s1, weight[base + p] * s2, s1, s2
 
 
@@ -326,7 +326,7 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
                     pdw[b, base + p] += s2 * invstd[r]
             coefficients = grad_coefficients(sum_wg, sum_wgx, mean[r], invstd[r], K, centered,
                                              batch_stats, x3)
-            if r < grouped:
+            if r < grouped:  # dx of the whole row as one piece (G == 1: base 0), sums below
                 input_grad_piece(dy3[0, r], x3[0, r], 0, 0, K, mean[r], coefficients, weight_t, 0,
                                  1, True, dx3[0, r])
                 if (r - r0) % BLOCK_ROWS == BLOCK_ROWS - 1:
