@@ -192,21 +192,6 @@ def input_grad_piece(dy, x, p, i0, i1, mean, coefficients, weight, base, inner, 
 
 
 @device
-def input_grad_columns(dy, x, w, mean, invstd, coefficients, dx, dw, db):
-    """dx (batch statistics) and ``accumulate_columns`` in one pass over a row segment.
-
-    dx in the data's dtype (``w`` too), the affine grads in float64.
-    """
-    m = as_element(x, mean)
-    scale, slope, offset = coefficients
-    for i in range(dy.shape[0]):
-        d = dy[i]
-        dx[i] = input_grad_value(d * w[i], x[i], m, scale, slope, offset, True)
-        db[i] += d
-        dw[i] += d * (x[i] - mean) * invstd
-
-
-@device
 def accumulate_columns_block(dy, x, mean, invstd, dw, db):
     """``accumulate_columns`` of ``BLOCK_ROWS`` rows (rows of ``dy``/``x``) at once.
 
@@ -298,8 +283,9 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
     Rows are split evenly into ``len(pdw)`` blocks; ``pdw[b]``/``pdb[b]`` (zeroed by
     the caller) receive block ``b``'s affine grads.  Layer and RMS norm's
     per-element affine grads (batch statistics) are added ``BLOCK_ROWS`` rows
-    at a time (``accumulate_columns_block``) after those rows' dx, the rows a
-    block has beyond a multiple of four one at a time.  Blocks depend on the
+    at a time (``accumulate_columns_block``) once those rows' dx is written,
+    the rows a block has beyond a multiple of four (and frozen statistics) one
+    at a time (``accumulate_columns``).  Blocks depend on the
     shape only, and with at most ``ROW_BLOCKS`` rows each row is its own
     block, as in the pieces path (``column_grads``): same bits either way.
     """
@@ -326,26 +312,23 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
                     pdw[b, base + p] += s2 * invstd[r]
             coefficients = grad_coefficients(sum_wg, sum_wgx, mean[r], invstd[r], K, centered,
                                              batch_stats, x3)
-            if r < grouped:  # dx of the whole row as one piece (G == 1: base 0), sums below
+            if r < grouped:  # the whole row as one piece, with literal flags (a tighter loop)
                 input_grad_piece(dy3[0, r], x3[0, r], 0, 0, K, mean[r], coefficients, weight_t, 0,
                                  1, True, dx3[0, r])
-                if (r - r0) % BLOCK_ROWS == BLOCK_ROWS - 1:
-                    rows = slice(r + 1 - BLOCK_ROWS, r + 1)
-                    accumulate_columns_block(dy3[0, rows], x3[0, rows], mean[rows], invstd[rows],
-                                             pdw[b], pdb[b])
+            else:
+                for p in range(npieces):
+                    i0, i1 = piece_bounds(p, K, inner, width)
+                    input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], coefficients,
+                                     weight_t, base, inner, batch_stats, dx3[0, r])
+            if not want_affine or inner > 1:
                 continue
-            if want_affine and inner == 1 and batch_stats:
-                input_grad_columns(dy3[0, r], x3[0, r], weight_t[base:base + K], mean[r],
-                                   invstd[r], coefficients, dx3[0, r], pdw[b, base:base + K],
-                                   pdb[b, base:base + K])
-                continue
-            for p in range(npieces):
-                i0, i1 = piece_bounds(p, K, inner, width)
-                input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], coefficients, weight_t,
-                                 base, inner, batch_stats, dx3[0, r])
-            if want_affine and inner == 1:
+            if r >= grouped:
                 accumulate_columns(dy3[0, r], x3[0, r], mean[r], invstd[r], pdw[b, base:base + K],
                                    pdb[b, base:base + K])
+            elif (r - r0) % BLOCK_ROWS == BLOCK_ROWS - 1:
+                rows = slice(r + 1 - BLOCK_ROWS, r + 1)
+                accumulate_columns_block(dy3[0, rows], x3[0, rows], mean[rows], invstd[rows],
+                                         pdw[b], pdb[b])
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, PARTIALS))
