@@ -1,4 +1,4 @@
-"""Build the Cython inference extension, with OpenMP where the compiler has it.
+"""Build the Cython extensions (the inference path, the output cache), with OpenMP where the compiler has it.
 
 Metadata lives in pyproject.toml; this file only declares the extension.  The
 OpenMP probe compiles (and links) a tiny C program with the compiler setuptools
@@ -73,7 +73,14 @@ extensions = [
         include_dirs=[np.get_include()],
         depends=["fastbn/_ext/_kernels.h", "fastbn/_ext/_openmp.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    Extension(
+        "fastbn._ext._output_cache",
+        ["fastbn/_ext/_output_cache.pyx"],
+        include_dirs=[np.get_include()],
+        depends=["fastbn/_ext/_output_cache.h"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setup(

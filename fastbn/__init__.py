@@ -8,6 +8,7 @@ from ._batchnorm import batch_norm, batch_norm_backward, batch_norm_train
 from ._batchnorm_layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from ._cuda.errors import CudaUnavailableError
 from ._fold import fold_batchnorm
+from ._memory import empty_output_cache, output_cache_info, set_output_cache_limit
 from ._moments import moments
 from ._norm_layers import (GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm,
                            RMSNorm)
@@ -32,4 +33,5 @@ __all__ = [
     "fold_batchnorm", "batch_renorm_train", "batch_renorm_backward",
     "SyncBatchNorm", "convert_sync_batchnorm",
     "get_num_threads", "set_num_threads", "CudaUnavailableError",
+    "set_output_cache_limit", "empty_output_cache", "output_cache_info",
 ]

@@ -11,6 +11,7 @@ import importlib
 
 import numpy as np
 
+from . import _memory
 from ._backend_cpu import as_input, cast, like, to_compute, update_running, vector64  # noqa: F401
 
 name = "cpu"
@@ -27,7 +28,7 @@ def rows(x, R, K):
 
 def empty_rows(shape, dtype, R, K):
     """A new C-contiguous array of ``shape`` and its ``(1, R, K)`` view."""
-    full = np.empty(shape, dtype=dtype)
+    full = _memory.empty(shape, dtype)
     return full, full.reshape(1, R, K)
 
 

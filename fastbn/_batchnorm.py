@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from . import _dispatch, _threads, _validate
+from . import _dispatch, _memory, _threads, _validate
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -185,7 +185,7 @@ def _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation
     kernel = _inference_kernel()
     if kernel is None:
         return None
-    y = np.empty_like(x)
+    y = _memory.empty_like(x)
     try:
         # The extension checks the per-channel vectors (NumPy, float, length C)
         # before touching anything; on a mismatch the general path explains it.

@@ -83,3 +83,8 @@ ROW_BLOCKS = 64
 #: Row-wise norms: rows per thread from which a task takes whole rows rather
 #: than pieces of rows.
 ROWS_PER_THREAD = 4
+
+#: Bytes of freed full-size outputs kept for reuse (``fastbn._memory``), so
+#: that a training loop's outputs do not page-fault fresh memory each step;
+#: ``fastbn.set_output_cache_limit`` changes it at run time.
+OUTPUT_CACHE_BYTES = 256 << 20

@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _memory
+
 
 class ViewPlan(NamedTuple):
     """How to map an array onto its canonical ``(outer, kept, inner)`` view."""
@@ -80,7 +82,7 @@ def empty_like_input(x_shape, plan, dtype):
     C-contiguous view (which shares memory with it).
     """
     permuted_shape = tuple(x_shape[a] for a in plan.perm)
-    buf = np.empty(permuted_shape, dtype=dtype)
+    buf = _memory.empty(permuted_shape, dtype)
     full = buf.transpose(np.argsort(plan.perm))
     return full, buf.reshape(plan.shape3)
 

@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from . import _dispatch, _validate
+from . import _dispatch, _memory, _validate
 
 
 def _check_bool(value, name):
@@ -73,7 +73,7 @@ class Module:
 
     def _empty_like(self, a):
         """A new uninitialised array shaped, typed and laid out like ``a``, on ``a``'s device."""
-        return np.empty_like(a)
+        return _memory.empty_like(a)
 
     @staticmethod
     def _host(a):

@@ -116,6 +116,7 @@ def describe():
         "cpu": cpu(),
         "threads": threads(),
         "extension": extension(),
+        "output_cache": fastbn.output_cache_info(),
         "cuda": cuda_status(),
         "numba_cache": numba_cache(),
     }
@@ -141,6 +142,12 @@ def format_info(d):
                               for g in c["devices"])
     else:
         cuda_line = f"not available: {c['reason']}"
+    oc = d["output_cache"]
+    if oc["available"]:
+        outputs_line = (f"freed outputs cached up to {oc['limit'] / 2**20:g} MiB for reuse "
+                        f"(now {oc['blocks']} blocks); change: fastbn.set_output_cache_limit(n)")
+    else:
+        outputs_line = "no cache of freed outputs (needs the compiled extension)"
     cache_dirs = [f"{p} ({n} cached functions)" for p, n in cache["dirs"].items()] or ["none yet"]
     lines = [
         f"fastbn      {v['fastbn']}",
@@ -149,6 +156,7 @@ def format_info(d):
         f"NumPy       {v['numpy']}",
         f"Numba       {v['numba']} (llvmlite {v['llvmlite']}; numba-cuda {_or(v['numba-cuda'])})",
         f"extension   {ext_line}",
+        f"outputs     {outputs_line}",
         f"optional    torch {_or(v['torch'])} (bench baseline), "
         f"matplotlib {_or(v['matplotlib'])} (bench --plot)",
         f"threads     {t['fastbn']} (default {t['default']}: "
