@@ -103,3 +103,34 @@ def test_python_fallbacks_store_like_the_compiled_ones():
     np.testing.assert_array_equal(out[8:24], np.arange(16))
     assert not out[:8].any() and not out[24:].any()
     _nontemporal.store_fence()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("whole_rows", [True, False], ids=["whole-rows", "pieces"])
+def test_row_norms_nontemporal_stores_give_the_same_bits(rng, monkeypatch, dtype, whole_rows):
+    """Layer norm (per-element affine) and group norm (per-segment affine) rows of 700 elements."""
+    from fastbn._cpu import rowwise_driver
+    monkeypatch.setattr(rowwise_driver, "_whole_rows", lambda R, nthreads: whole_rows)
+    x = (rng.standard_normal((6, 4, 700)) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    w_ln, b_ln = (rng.standard_normal(700).astype(dtype) for _ in range(2))
+    w_gn, b_gn = (rng.standard_normal(4).astype(dtype) for _ in range(2))
+
+    def both():
+        y, mean, invstd = fastbn.layer_norm_train(x, (700,), w_ln, b_ln)
+        ln = (y, mean, invstd) + tuple(fastbn.layer_norm_backward(dy, x, mean, invstd, (700,), w_ln))
+        y, mean, invstd = fastbn.group_norm_train(x, 2, w_gn, b_gn)
+        gn = (y, mean, invstd) + tuple(fastbn.group_norm_backward(dy, x, mean, invstd, 2, w_gn))
+        return ln + gn
+
+    monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 1 << 62)
+    direct = both()
+    monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 0)
+    streamed = both()
+    for got, want in zip(streamed, direct):
+        np.testing.assert_array_equal(got, want)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=-1, keepdims=True)
+    ref_y = (x64 - mean) / np.sqrt(x64.var(axis=-1, keepdims=True) + 1e-5) * w_ln + b_ln
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(streamed[0], ref_y, rtol=tol, atol=tol)

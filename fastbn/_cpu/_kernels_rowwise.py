@@ -28,9 +28,13 @@ from numba import prange
 
 from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, as_element,
                    chan_merge, compiled, device, inverse_std, kernel)
+from ._nontemporal import run_writer, store_fence
 from ._primitives import (BLOCK_ROWS, MASK_NONE, block_sum, chunk_grad_sums, chunk_moments,
                           fold_lanes, input_grad_affine, input_grad_value, lane_blocks,
-                          output_affine)
+                          output_affine, write_normalized)
+
+#: Elements of whole rows per task of ``train_fused`` (a row is never split).
+TASK_ELEMENTS = 1 << 14
 
 # --- device functions -----------------------------------------------------------------------
 
@@ -98,25 +102,37 @@ def in_dtype_of(v, like):
 
 
 @device
-def normalize_piece(x, p, i0, i1, mean, invstd, weight, bias, base, inner, y):
+def _element_affine_span(params, lo, hi, y):
+    """``y = ((x - m) * k + s) * w + b`` for elements ``[lo, hi)`` of a piece.
+
+    Loops index from 0 over slices: an offset index would keep Numba's
+    negative index wrap-around in the loop and block vectorisation.
+    """
+    x, w, b, m, k, s = params
+    xs, ws, bs = x[lo:hi], w[lo:hi], b[lo:hi]
+    for i in range(xs.shape[0]):
+        y[i] = ((xs[i] - m) * k + s) * ws[i] + bs[i]
+
+
+_write_element_affine = run_writer(_element_affine_span)
+
+
+@device
+def normalize_piece(x, p, i0, i1, mean, invstd, weight, bias, base, inner, nontemporal, y):
     """``y = (x - mean) * invstd * w + b`` over a piece of a row, in the data's dtype.
 
     ``weight``/``bias`` are in the data's dtype (``in_dtype_of``) and the
     constants come from ``output_affine``; a per-element affine (``inner`` 1)
-    is applied to ``xhat = (x - m) * invstd + s``.  Loops index from 0 over slices: an offset
-    index would keep Numba's negative index wrap-around in the loop and block
-    vectorisation.
+    is applied to ``xhat = (x - m) * invstd + s``.  ``nontemporal``: write
+    through ``_nontemporal.run_writer``'s streaming stores.
     """
-    xs, ys = x[i0:i1], y[i0:i1]
     if inner == 1:
-        ws, bs = weight[base + i0:base + i1], bias[base + i0:base + i1]
         m, k, s = output_affine(mean, invstd, 0.0, x)
-        for i in range(xs.shape[0]):
-            ys[i] = ((xs[i] - m) * k + s) * ws[i] + bs[i]
+        _write_element_affine((x[i0:i1], weight[base + i0:base + i1], bias[base + i0:base + i1],
+                               m, k, s), y[i0:i1], nontemporal)
     else:
         m, k, shift = output_affine(mean, invstd * weight[base + p], bias[base + p], x)
-        for i in range(xs.shape[0]):
-            ys[i] = (xs[i] - m) * k + shift
+        write_normalized((x[i0:i1], x[i0:i1], m, k, shift, False, False), y[i0:i1], nontemporal)
 
 
 @device
@@ -172,23 +188,39 @@ def grad_coefficients(sum_wg, sum_wgx, mean, invstd, K, centered, batch_stats, l
                              batch_stats, like)
 
 
+def _input_grad_writer(per_element):
+    """The writer of dx over a piece: a weight per element, or the segment's one weight ``w[0]``."""
+    @device
+    def span(params, lo, hi, dx):
+        """dx for elements ``[lo, hi)`` of a piece, ``g = w * dy``."""
+        dy, x, w, m, scale, slope, offset, batch_stats = params
+        dys, xs, ws = dy[lo:hi], x[lo:hi], w[lo:hi] if per_element else w
+        w0 = w[0]
+        for i in range(dys.shape[0]):
+            g = dys[i] * (ws[i] if per_element else w0)
+            dx[i] = input_grad_value(g, xs[i], m, scale, slope, offset, batch_stats)
+    return run_writer(span)
+
+
+_write_dx_elements = _input_grad_writer(True)
+_write_dx_segment = _input_grad_writer(False)
+
+
 @device
-def input_grad_piece(dy, x, p, i0, i1, mean, coefficients, weight, base, inner, batch_stats, dx):
+def input_grad_piece(dy, x, p, i0, i1, mean, coefficients, weight, base, inner, batch_stats,
+                     nontemporal, dx):
     """dx over a piece of a row (frozen statistics never read x, so inf input stays finite).
 
     ``coefficients`` from ``grad_coefficients``; ``weight`` in the data's dtype.
     """
-    dys, xs, dxs = dy[i0:i1], x[i0:i1], dx[i0:i1]
     m = as_element(x, mean)
     scale, slope, offset = coefficients
     if inner == 1:
-        ws = weight[base + i0:base + i1]
-        for i in range(dys.shape[0]):
-            dxs[i] = input_grad_value(dys[i] * ws[i], xs[i], m, scale, slope, offset, batch_stats)
+        _write_dx_elements((dy[i0:i1], x[i0:i1], weight[base + i0:base + i1], m, scale, slope,
+                            offset, batch_stats), dx[i0:i1], nontemporal)
     else:
-        w = weight[base + p]
-        for i in range(dys.shape[0]):
-            dxs[i] = input_grad_value(dys[i] * w, xs[i], m, scale, slope, offset, batch_stats)
+        _write_dx_segment((dy[i0:i1], x[i0:i1], weight[base + p:base + p + 1], m, scale, slope,
+                           offset, batch_stats), dx[i0:i1], nontemporal)
 
 
 @device
@@ -239,8 +271,8 @@ def row_partials(x3, geom, centered, part):
         part[r, j, 2] = m2
 
 
-@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 3)))
-def pieces_normalize(x3, geom, mean, invstd, weight, bias, y3):
+@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, VEC_IN, BOOL, arr(t, 3)))
+def pieces_normalize(x3, geom, mean, invstd, weight, bias, nontemporal, y3):
     """Normalise every piece with per-row ``mean`` and ``invstd`` (one task per piece)."""
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, _, S, npieces = unpack(geom, K)
@@ -250,34 +282,44 @@ def pieces_normalize(x3, geom, mean, invstd, weight, bias, y3):
         p = t - r * npieces
         i0, i1 = piece_bounds(p, K, inner, width)
         normalize_piece(x3[0, r], p, i0, i1, mean[r], invstd[r], weight_t, bias_t, (r % G) * S,
-                        inner, y3[0, r])
+                        inner, nontemporal, y3[0, r])
+        if nontemporal:
+            store_fence()
 
 
-@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, BOOL, arr(t, 3), VEC, VEC))
-def train_fused(x3, geom, weight, bias, eps, centered, y3, mean_out, var_out):
-    """Training forward, one row per task: statistics, then normalise the cached row."""
+@kernel(lambda t: (arr(t, 3, True), GEOM, VEC_IN, VEC_IN, F64, BOOL, BOOL, arr(t, 3), VEC, VEC))
+def train_fused(x3, geom, weight, bias, eps, centered, nontemporal, y3, mean_out, var_out):
+    """Training forward: statistics of a row, then normalise the row while it is in cache.
+
+    A task takes ``TASK_ELEMENTS // K`` rows (at least one), so that short
+    rows do not pay a store fence each.
+    """
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, lanes, S, npieces = unpack(geom, K)
     nsub = (K + width - 1) // width
     weight_t, bias_t = in_dtype_of(weight, x3), in_dtype_of(bias, x3)
-    for r in prange(R):
-        mean, var = row_stats(x3, r, width, nsub, centered, lanes)
-        invstd = inverse_std(var, eps)
-        for p in range(npieces):
-            i0, i1 = piece_bounds(p, K, inner, width)
-            normalize_piece(x3[0, r], p, i0, i1, mean, invstd, weight_t, bias_t, (r % G) * S,
-                            inner, y3[0, r])
-        mean_out[r] = mean
-        var_out[r] = var
+    rows_per_task = max(1, TASK_ELEMENTS // K)
+    for t in prange((R + rows_per_task - 1) // rows_per_task):
+        for r in range(t * rows_per_task, min(R, (t + 1) * rows_per_task)):
+            mean, var = row_stats(x3, r, width, nsub, centered, lanes)
+            invstd = inverse_std(var, eps)
+            for p in range(npieces):
+                i0, i1 = piece_bounds(p, K, inner, width)
+                normalize_piece(x3[0, r], p, i0, i1, mean, invstd, weight_t, bias_t, (r % G) * S,
+                                inner, nontemporal, y3[0, r])
+            mean_out[r] = mean
+            var_out[r] = var
+        if nontemporal:
+            store_fence()
 
 
 # --- backward --------------------------------------------------------------------------------
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, BOOL, BOOL, BOOL,
-                   arr(t, 3), arr(F64, 2), arr(F64, 2)))
+                   BOOL, arr(t, 3), arr(F64, 2), arr(F64, 2)))
 def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, want_affine,
-                   dx3, pdw, pdb):
+                   nontemporal, dx3, pdw, pdb):
     """Backward, one block of rows per task: row sums, dx from the cached row, affine partials.
 
     Rows are split evenly into ``len(pdw)`` blocks; ``pdw[b]``/``pdb[b]`` (zeroed by
@@ -314,12 +356,12 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
                                              batch_stats, x3)
             if r < grouped:  # the whole row as one piece, with literal flags (a tighter loop)
                 input_grad_piece(dy3[0, r], x3[0, r], 0, 0, K, mean[r], coefficients, weight_t, 0,
-                                 1, True, dx3[0, r])
+                                 1, True, nontemporal, dx3[0, r])
             else:
                 for p in range(npieces):
                     i0, i1 = piece_bounds(p, K, inner, width)
                     input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], coefficients,
-                                     weight_t, base, inner, batch_stats, dx3[0, r])
+                                     weight_t, base, inner, batch_stats, nontemporal, dx3[0, r])
             if not want_affine or inner > 1:
                 continue
             if r >= grouped:
@@ -329,6 +371,8 @@ def backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats, w
                 rows = slice(r + 1 - BLOCK_ROWS, r + 1)
                 accumulate_columns_block(dy3[0, rows], x3[0, rows], mean[rows], invstd[rows],
                                          pdw[b], pdb[b])
+        if nontemporal:
+            store_fence()
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, PARTIALS))
@@ -369,9 +413,9 @@ def fold_piece_partials(part, geom, invstd, segment_grads, sum_wg, sum_wgx, dw, 
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC_IN, VEC_IN, VEC_IN,
-                   BOOL, BOOL, arr(t, 3)))
+                   BOOL, BOOL, BOOL, arr(t, 3)))
 def pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, centered,
-                      batch_stats, dx3):
+                      batch_stats, nontemporal, dx3):
     """dx for every piece from the per-row sums (one task per piece)."""
     R, K = x3.shape[1], x3.shape[2]
     G, inner, width, _, S, npieces = unpack(geom, K)
@@ -383,7 +427,9 @@ def pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, cent
         coefficients = grad_coefficients(sum_wg[r], sum_wgx[r], mean[r], invstd[r], K, centered,
                                          batch_stats, x3)
         input_grad_piece(dy3[0, r], x3[0, r], p, i0, i1, mean[r], coefficients, weight_t,
-                         (r % G) * S, inner, batch_stats, dx3[0, r])
+                         (r % G) * S, inner, batch_stats, nontemporal, dx3[0, r])
+        if nontemporal:
+            store_fence()
 
 
 @kernel(lambda t: (arr(t, 3, True), arr(t, 3, True), GEOM, VEC_IN, VEC_IN, VEC, VEC))

@@ -1,4 +1,4 @@
-"""Non-temporal stores of the channel-runs kernels' full-size outputs.
+"""Non-temporal stores of the full-size outputs of the channel-runs and row-statistics kernels.
 
 An ordinary store first reads the target cache line from memory (read for
 ownership), so writing an output that does not stay in cache moves its bytes
@@ -8,9 +8,14 @@ training forward and backward took 0.84-0.96x the time with them while this
 2-core VM's memory was busy, and 0.97-1.03x while it was quiet (2 threads,
 one process, interleaved).  On outputs that fit in the last-level cache they
 gain nothing, so the driver asks for them only from
-``_config.NONTEMPORAL_MIN_BYTES``.  The row kernels and the compiled eval path
-do not use them: row tiles are too short (1.15-2x slower), and SSE2 streaming
-stores in the C loop measured 1.6x slower than its plain stores.
+``_config.NONTEMPORAL_MIN_BYTES``.  The row-statistics kernels (layer, group,
+instance and RMS norm) use them too since 2026-12-03: their rows are normalised
+or differentiated from cache, so an ordinary store's line read was most of a
+pass (training step 0.81-0.88x the time, paired in one process); their
+forward takes several short rows per task so as to fence once per task.  Batch
+norm's row kernels and the compiled eval path do not use them: row tiles are
+too short (1.15-2x slower), and SSE2 streaming stores in the C loop measured
+1.6x slower than its plain stores.
 
 LLVM's loop vectoriser will not widen a non-temporal store whose alignment it
 cannot prove, so :func:`run_writer` lets the element loop (``span``) fill a

@@ -184,14 +184,14 @@ def _normalize_span(params, lo, hi, y):
             y[i] = relu(v) if use_relu else v
 
 
-_write_normalized = run_writer(_normalize_span)
+write_normalized = run_writer(_normalize_span)
 
 
 @device
 def normalize_run(x3, o, c, affine, res3, has_residual, use_relu, nontemporal, y3):
     """``y = act((x - m) * k + shift [+ residual])`` over one run; ``affine = output_affine(...)``."""
     m, k, shift = affine
-    _write_normalized((x3[o, c], res3[o, c], m, k, shift, has_residual, use_relu), y3[o, c],
+    write_normalized((x3[o, c], res3[o, c], m, k, shift, has_residual, use_relu), y3[o, c],
                       nontemporal)
 
 

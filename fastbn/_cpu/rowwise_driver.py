@@ -23,6 +23,11 @@ def _geometry(K, G, inner):
     return np.array([G, inner, width, _config.SUM_LANES], dtype=np.int64)
 
 
+def _nontemporal(out):
+    """Whether the kernels write ``out`` with non-temporal stores (as ``driver._nontemporal``)."""
+    return out.nbytes >= _config.NONTEMPORAL_MIN_BYTES
+
+
 def _whole_rows(R, nthreads):
     """Whether one-row-per-task keeps every thread busy.
 
@@ -43,7 +48,8 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
     geom = _geometry(K, G, inner)
     mean, var = np.empty(R), np.empty(R)
     if _whole_rows(R, nthreads):
-        rw.train_fused(x3, geom, weight, bias, float(eps), centered, y3, mean, var)
+        rw.train_fused(x3, geom, weight, bias, float(eps), centered, _nontemporal(y3), y3, mean,
+                       var)
         return mean, 1.0 / np.sqrt(var + eps), var
     part = np.empty((R, -(-K // int(geom[2])), 3))
     rw.row_partials(x3, geom, centered, part)
@@ -51,14 +57,15 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
     common.merge_moments(part, count, mean, m2)
     np.divide(m2, count, out=var)
     invstd = 1.0 / np.sqrt(var + eps)
-    rw.pieces_normalize(x3, geom, mean, invstd, weight, bias, y3)
+    rw.pieces_normalize(x3, geom, mean, invstd, weight, bias, _nontemporal(y3), y3)
     return mean, invstd, var
 
 
 def normalize(x3, G, inner, mean, invstd, weight, bias, y3):
     """``y3 = (x3 - mean) * invstd * weight + bias`` with given per-row statistics."""
     launch_threads(x3.size)
-    rw.pieces_normalize(x3, _geometry(x3.shape[2], G, inner), mean, invstd, weight, bias, y3)
+    rw.pieces_normalize(x3, _geometry(x3.shape[2], G, inner), mean, invstd, weight, bias,
+                        _nontemporal(y3), y3)
 
 
 def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, want_affine, dx3):
@@ -75,7 +82,7 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
         shape = (min(R, _config.ROW_BLOCKS), channels if want_affine else 0)
         pdw, pdb = np.zeros(shape), np.zeros(shape)
         rw.backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats,
-                          want_affine, dx3, pdw, pdb)
+                          want_affine, _nontemporal(dx3), dx3, pdw, pdb)
         if not want_affine:
             return None, None
         rw.fold_blocks(pdw, pdb, dw, db)
@@ -86,7 +93,7 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
     sum_wg, sum_wgx = np.empty(R), np.empty(R)
     rw.fold_piece_partials(part, geom, invstd, inner > 1, sum_wg, sum_wgx, dw, db)
     rw.pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, centered,
-                         batch_stats, dx3)
+                         batch_stats, _nontemporal(dx3), dx3)
     if not want_affine:
         return None, None
     if inner == 1:
