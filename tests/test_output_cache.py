@@ -8,9 +8,6 @@ import pytest
 import fastbn
 from fastbn import _memory
 
-pytestmark = pytest.mark.skipif(not fastbn.output_cache_info()["available"],
-                                reason="the compiled extension is not built")
-
 MIB = 1 << 20
 
 
@@ -21,6 +18,11 @@ def cache():
     fastbn.empty_output_cache()
     yield
     fastbn.set_output_cache_limit(limit)
+
+
+def test_the_cache_comes_with_the_compiled_extension():
+    info = fastbn.output_cache_info()
+    assert info["available"] and info["limit"] == fastbn._config.OUTPUT_CACHE_BYTES
 
 
 def test_empty_gives_an_owning_cache_line_aligned_array(cache):
