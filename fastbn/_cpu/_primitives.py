@@ -327,14 +327,12 @@ def _input_grad_writer(mask_mode):
     """The writer of dx over a run for one mask mode (a constant of the compiled loop)."""
     @device
     def span(params, lo, hi, dx):
-        """dx over elements ``[lo, hi)`` of a run, and g into ``dres`` in the store mode."""
-        dy, x, y, dres, m, k, shift, scale, slope, offset, batch_stats = params
-        dys, xs, ys, dress = dy[lo:hi], x[lo:hi], y[lo:hi], dres[lo:hi]
+        """dx over elements ``[lo, hi)`` of a run."""
+        dy, x, y, m, k, shift, scale, slope, offset, batch_stats = params
+        dys, xs, ys = dy[lo:hi], x[lo:hi], y[lo:hi]
         zero = as_element(dy, 0.0)
         for i in range(xs.shape[0]):
             g = upstream_grad(dys[i], xs[i], ys[i], m, k, shift, mask_mode, zero)
-            if mask_mode == MASK_FROM_OUTPUT_STORE:
-                dress[i] = g
             dx[i] = input_grad_value(g, xs[i], m, scale, slope, offset, batch_stats)
     return run_writer(span)
 
@@ -342,7 +340,19 @@ def _input_grad_writer(mask_mode):
 _write_dx_none = _input_grad_writer(MASK_NONE)
 _write_dx_recompute = _input_grad_writer(MASK_RECOMPUTE)
 _write_dx_from_output = _input_grad_writer(MASK_FROM_OUTPUT)
-_write_dx_store = _input_grad_writer(MASK_FROM_OUTPUT_STORE)
+
+
+@device
+def _masked_grad_span(params, lo, hi, g):
+    """``g = dy`` where the saved output is positive, else 0, over elements ``[lo, hi)`` of a run."""
+    dy, y = params
+    dys, ys = dy[lo:hi], y[lo:hi]
+    zero = as_element(dy, 0.0)
+    for i in range(dys.shape[0]):
+        g[i] = upstream_grad(dys[i], ys[i], ys[i], zero, zero, zero, MASK_FROM_OUTPUT, zero)
+
+
+_write_masked_grad = run_writer(_masked_grad_span)
 
 
 @device
@@ -351,17 +361,18 @@ def input_grad_run(dy3, x3, y3, o, c, affine, mask_mode, coefficients, batch_sta
     """dx (and g into ``dres3``) over one run, with the span specialised by mode.
 
     ``affine``: the forward's ``output_affine``; ``coefficients``: ``input_grad_affine``.
+    The store mode writes g in a pass of its own over the run (still in cache),
+    so that both outputs can take non-temporal stores.
     """
     dx = dx3[o, c]
     m, k, shift = affine
     scale, slope, offset = coefficients
-    params = (dy3[o, c], x3[o, c], y3[o, c], dres3[o, c], m, k, shift, scale, slope, offset,
-              batch_stats)
+    params = (dy3[o, c], x3[o, c], y3[o, c], m, k, shift, scale, slope, offset, batch_stats)
     if mask_mode == MASK_RECOMPUTE:
         _write_dx_recompute(params, dx, nontemporal)
-    elif mask_mode == MASK_FROM_OUTPUT:
+    elif mask_mode >= MASK_FROM_OUTPUT:
         _write_dx_from_output(params, dx, nontemporal)
-    elif mask_mode == MASK_FROM_OUTPUT_STORE:
-        _write_dx_store(params, dx, nontemporal)
+        if mask_mode == MASK_FROM_OUTPUT_STORE:
+            _write_masked_grad((dy3[o, c], y3[o, c]), dres3[o, c], nontemporal)
     else:
         _write_dx_none(params, dx, nontemporal)
