@@ -15,6 +15,8 @@ outputs come from ``np.empty`` and nothing is cached (``output_cache_info``
 says so).
 """
 
+import math
+
 import numpy as np
 
 from . import _config
@@ -24,33 +26,25 @@ try:
 except ImportError:  # not built
     _cache = None
 
-_MIN_BYTES = 1 << 20  # smaller requests skip the handler (same bound as the C side)
-
 if _cache is not None:
     _cache.set_limit(_config.OUTPUT_CACHE_BYTES)
 
 
 def empty(shape, dtype):
-    """A new C-ordered array; from the cache when it is large and a freed block fits."""
-    dtype = np.dtype(dtype)
-    shape = tuple(int(n) for n in shape)
-    if _cache is None or dtype.itemsize * int(np.prod(shape, dtype=np.int64)) < _MIN_BYTES:
+    """``np.empty(shape, dtype)``, from the cache when it is large and a freed block fits."""
+    if _cache is None or np.dtype(dtype).itemsize * math.prod(shape) < _cache.MIN_BYTES:
         return np.empty(shape, dtype)
-    return _cache.empty(shape, dtype)
+    return _cache.allocate(np.empty, shape, dtype)
 
 
 def empty_like(a):
-    """A new array shaped, typed and laid out like ``a`` (its axes' memory order).
+    """``np.empty_like(a)`` (same shape, dtype and memory order), from the cache likewise.
 
-    Anything but a NumPy array goes to ``np.empty_like`` as before.
+    Anything but a NumPy array goes to ``np.empty_like`` alone.
     """
-    if type(a) is not np.ndarray or a.nbytes < _MIN_BYTES or _cache is None:
+    if _cache is None or type(a) is not np.ndarray or a.nbytes < _cache.MIN_BYTES:
         return np.empty_like(a)
-    if a.flags.c_contiguous:
-        return empty(a.shape, a.dtype)
-    order = sorted(range(a.ndim), key=lambda ax: -abs(a.strides[ax]))
-    buf = empty(tuple(a.shape[ax] for ax in order), a.dtype)
-    return buf.transpose(np.argsort(order))
+    return _cache.allocate(np.empty_like, a)
 
 
 def set_output_cache_limit(nbytes):

@@ -33,6 +33,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .. import _config
 from ._jit import device, outlined
 
 #: Bytes per cache line, the unit (and alignment) of a non-temporal store.
@@ -41,6 +42,11 @@ LINE_BYTES = 64
 #: Elements computed into the stack buffer per block (a multiple of a line for
 #: float32 and float64; small enough to stay in L1 between fill and copy-out).
 BUFFER_ELEMENTS = 256
+
+
+def wanted_for(out):
+    """Whether the kernels write ``out`` with non-temporal stores: by its size (host side)."""
+    return out.nbytes >= _config.NONTEMPORAL_MIN_BYTES
 
 
 def stack_buffer(like, n):

@@ -12,6 +12,7 @@ import numpy as np
 from .. import _config
 from . import _kernels_common as common
 from ._jit import launch_threads
+from ._nontemporal import wanted_for as nontemporal_for
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
 
@@ -66,11 +67,6 @@ def _per_channel(x3, nthreads, streams):
     return fits and busy
 
 
-def _nontemporal(out):
-    """Whether the channel-runs kernels write ``out`` with non-temporal stores."""
-    return out.nbytes >= _config.NONTEMPORAL_MIN_BYTES
-
-
 def _rows(a3):
     return a3.reshape(a3.shape[0], a3.shape[1] * a3.shape[2])
 
@@ -109,7 +105,7 @@ def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
                             _rows(res3), has_res, use_relu, _rows(y3))
     else:
         runs.runs_normalize(x3, mean, invstd, weight, bias, res3, has_res, use_relu,
-                            _nontemporal(y3), y3)
+                            nontemporal_for(y3), y3)
 
 
 def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
@@ -120,7 +116,7 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
         mean, invstd, m2 = np.empty(C), np.empty(C), np.empty(C)
         has_res = res3 is not None
         runs.runs_train_fused(x3, _chunking(x3), weight, bias, float(eps),
-                              res3 if has_res else x3, has_res, use_relu, _nontemporal(y3), y3,
+                              res3 if has_res else x3, has_res, use_relu, nontemporal_for(y3), y3,
                               mean, invstd, m2)
         return mean, invstd, m2
     _, mean, m2 = moments(x3)
@@ -173,7 +169,7 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
                              _rows(dx3), _rows(dres3))
     else:
         runs.runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx,
-                             float(count), batch_stats, _nontemporal(dx3), dx3, dres3)
+                             float(count), batch_stats, nontemporal_for(dx3), dx3, dres3)
 
 
 def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx3, dres3):
@@ -188,7 +184,7 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
         y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
         sum_g, sum_gx = np.empty(C), np.empty(C)
         runs.runs_backward_fused(dy3, x3, y3, _chunking(x3), mean, invstd, weight, bias, mask_mode,
-                                 batch_stats, _nontemporal(dx3), dx3, dres3, sum_g, sum_gx)
+                                 batch_stats, nontemporal_for(dx3), dx3, dres3, sum_g, sum_gx)
         return sum_g, sum_gx
     sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
     input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,

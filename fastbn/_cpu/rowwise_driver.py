@@ -15,17 +15,13 @@ from .. import _config
 from . import _kernels_common as common
 from . import _kernels_rowwise as rw
 from ._jit import launch_threads
+from ._nontemporal import wanted_for as nontemporal_for
 
 
 def _geometry(K, G, inner):
     """``geom = (G, inner, width, lanes)`` for rows of ``K`` (see ``_kernels_rowwise``)."""
     width = min(K, _config.CHUNK_ELEMENTS)
     return np.array([G, inner, width, _config.SUM_LANES], dtype=np.int64)
-
-
-def _nontemporal(out):
-    """Whether the kernels write ``out`` with non-temporal stores (as ``driver._nontemporal``)."""
-    return out.nbytes >= _config.NONTEMPORAL_MIN_BYTES
 
 
 def _whole_rows(R, nthreads):
@@ -48,7 +44,7 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
     geom = _geometry(K, G, inner)
     mean, var = np.empty(R), np.empty(R)
     if _whole_rows(R, nthreads):
-        rw.train_fused(x3, geom, weight, bias, float(eps), centered, _nontemporal(y3), y3, mean,
+        rw.train_fused(x3, geom, weight, bias, float(eps), centered, nontemporal_for(y3), y3, mean,
                        var)
         return mean, 1.0 / np.sqrt(var + eps), var
     part = np.empty((R, -(-K // int(geom[2])), 3))
@@ -57,7 +53,7 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
     common.merge_moments(part, count, mean, m2)
     np.divide(m2, count, out=var)
     invstd = 1.0 / np.sqrt(var + eps)
-    rw.pieces_normalize(x3, geom, mean, invstd, weight, bias, _nontemporal(y3), y3)
+    rw.pieces_normalize(x3, geom, mean, invstd, weight, bias, nontemporal_for(y3), y3)
     return mean, invstd, var
 
 
@@ -65,7 +61,7 @@ def normalize(x3, G, inner, mean, invstd, weight, bias, y3):
     """``y3 = (x3 - mean) * invstd * weight + bias`` with given per-row statistics."""
     launch_threads(x3.size)
     rw.pieces_normalize(x3, _geometry(x3.shape[2], G, inner), mean, invstd, weight, bias,
-                        _nontemporal(y3), y3)
+                        nontemporal_for(y3), y3)
 
 
 def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, want_affine, dx3):
@@ -82,7 +78,7 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
         shape = (min(R, _config.ROW_BLOCKS), channels if want_affine else 0)
         pdw, pdb = np.zeros(shape), np.zeros(shape)
         rw.backward_fused(dy3, x3, geom, mean, invstd, weight, centered, batch_stats,
-                          want_affine, _nontemporal(dx3), dx3, pdw, pdb)
+                          want_affine, nontemporal_for(dx3), dx3, pdw, pdb)
         if not want_affine:
             return None, None
         rw.fold_blocks(pdw, pdb, dw, db)
@@ -93,7 +89,7 @@ def backward(dy3, x3, G, inner, mean, invstd, weight, centered, batch_stats, wan
     sum_wg, sum_wgx = np.empty(R), np.empty(R)
     rw.fold_piece_partials(part, geom, invstd, inner > 1, sum_wg, sum_wgx, dw, db)
     rw.pieces_input_grad(dy3, x3, geom, mean, invstd, weight, sum_wg, sum_wgx, centered,
-                         batch_stats, _nontemporal(dx3), dx3)
+                         batch_stats, nontemporal_for(dx3), dx3)
     if not want_affine:
         return None, None
     if inner == 1:

@@ -1,22 +1,23 @@
 # cython: language_level=3
 """Full-size outputs from a cache of freed blocks (see ``_output_cache.h`` for why and how).
 
-``empty`` allocates a NumPy array through the caching handler; the array keeps
-the handler, so its memory returns to the cache when NumPy frees it, wherever
-that happens.  Other NumPy allocations never see the handler: it is installed
-only around ``empty``'s own call (NumPy keeps the handler in a context
-variable, so other threads are unaffected).
+``allocate`` runs a NumPy constructor (``np.empty``, ``np.empty_like``) with
+the caching handler installed; the new array keeps the handler, so its memory
+returns to the cache when NumPy frees it, wherever that happens.  Other NumPy
+allocations never see the handler: it is installed only around that one call
+(NumPy keeps the handler in a context variable, so other threads are
+unaffected).
 """
 
 from libc.stdint cimport uint64_t
 from cpython.pycapsule cimport PyCapsule_New
 
-import numpy as np
 
 cdef extern from "_output_cache.h":
     ctypedef struct handler_t "PyDataMem_Handler":
         pass
     handler_t cache_handler
+    size_t CACHE_MIN_BYTES
     int import_numpy "_import_array" () except -1
     int cache_init(size_t limit)
     void cache_set_limit(size_t limit)
@@ -30,11 +31,15 @@ if cache_init(0) != 0:
 _HANDLER = PyCapsule_New(<void *>&cache_handler, "mem_handler", NULL)
 
 
-def empty(shape, dtype):
-    """``np.empty(shape, dtype)`` whose memory comes from, and returns to, the cache."""
+#: Smaller blocks pass straight through to malloc.
+MIN_BYTES = CACHE_MIN_BYTES
+
+
+def allocate(make, *args):
+    """``make(*args)`` (a NumPy constructor) with its memory from, and back to, the cache."""
     previous = PyDataMem_SetHandler(_HANDLER)
     try:
-        return np.empty(shape, dtype)
+        return make(*args)
     finally:
         PyDataMem_SetHandler(previous)
 
