@@ -41,6 +41,13 @@ ROW_KERNEL_MAX_INNER = 256
 #: vector loop runs over a long contiguous span even when C is small.
 ROW_TILE_ELEMENTS = 512
 
+#: Row statistics: tiles of at least this many elements.  They add
+#: ``BLOCK_ROWS`` tiles side by side, i.e. that many interleaved streams a tile
+#: apart, which the prefetchers follow poorly when tiles are long: 512-element
+#: tiles took 1.7-2x the time of 128-element ones from memory on (65536, 64),
+#: (100352, 64), (262144, 16) and (131072, 8).
+ROW_STATS_TILE_ELEMENTS = 128
+
 #: Row kernels' gradient sums: tiles of at least this many elements are added
 #: ``BLOCK_ROWS`` at a time (fewer accumulator loads and stores); shorter
 #: tiles one at a time, which streams them from memory 1.4-1.8x faster

@@ -44,13 +44,19 @@ def _as_rows(x3):
     return x3.shape[2] <= _config.ROW_KERNEL_MAX_INNER
 
 
-def _row_blocking(x3):
-    """``(inner, rows_per_block, tile_rows)`` of the row kernels, fixed by the shape."""
+def _row_blocking(x3, tile_elements=None):
+    """``(inner, rows_per_block, tile_rows)`` of the row kernels, fixed by the shape.
+
+    Tiles of at least ``tile_elements`` (``ROW_TILE_ELEMENTS`` by default);
+    the row blocks do not depend on it.
+    """
     _, C, inner = x3.shape
     width = C * inner
     tile_rows = max(1, _config.ROW_TILE_ELEMENTS // width)
     tiles = max(_config.ROW_BLOCK_MIN_TILES, _config.ROW_BLOCK_ELEMENTS // (width * tile_rows))
     rows_per_block = tiles * tile_rows
+    if tile_elements is not None:
+        tile_rows = max(1, tile_elements // width)
     return inner, rows_per_block, tile_rows
 
 
@@ -74,7 +80,7 @@ def _rows(a3):
 def _moment_partials(x3):
     O, C, I = x3.shape
     if _as_rows(x3):
-        blocking = _row_blocking(x3)
+        blocking = _row_blocking(x3, _config.ROW_STATS_TILE_ELEMENTS)
         part = np.empty((-(-O // blocking[1]), C, 3))
         rows.rows_partials(_rows(x3), *blocking, part)
         part = part.transpose(1, 0, 2)
