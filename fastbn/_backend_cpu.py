@@ -7,12 +7,11 @@ and run the kernels.  The Numba driver is imported on first use only, and the
 eval forward goes to the ahead-of-time compiled Cython kernel when it is built.
 """
 
-import importlib
 import warnings
 
 import numpy as np
 
-from . import _dtypes, _layout, _validate
+from . import _dispatch, _dtypes, _layout, _validate
 
 name = "cpu"
 
@@ -21,7 +20,7 @@ MASK_NONE, MASK_RECOMPUTE, MASK_FROM_OUTPUT = 0, 1, 2
 
 
 def _driver():
-    return importlib.import_module("fastbn._cpu.driver")
+    return _dispatch.load("fastbn._cpu.driver")
 
 
 def as_input(x, arg_name):
@@ -136,7 +135,7 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
 
 def eval_forward(x3, running_mean, running_var, weight, bias, eps, res3, use_relu, y3):
     """Normalise with running statistics: the Cython kernel, or Numba if it was not built."""
-    inference = importlib.import_module("fastbn._inference")
+    inference = _dispatch.load("fastbn._inference")
     if inference.available():
         inference.normalize_eval(x3, running_mean, running_var, weight, bias, eps, use_relu, res3,
                                  y3)

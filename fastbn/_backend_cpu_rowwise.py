@@ -7,18 +7,17 @@ Numba driver ``fastbn._cpu.rowwise_driver`` is imported on first use.  A CUDA
 twin mirrors these names.
 """
 
-import importlib
 
 import numpy as np
 
-from . import _memory
+from . import _dispatch, _memory
 from ._backend_cpu import as_input, cast, like, to_compute, update_running, vector64  # noqa: F401
 
 name = "cpu"
 
 
 def _driver():
-    return importlib.import_module("fastbn._cpu.rowwise_driver")
+    return _dispatch.load("fastbn._cpu.rowwise_driver")
 
 
 def rows(x, R, K):

@@ -5,9 +5,16 @@ fastbn never imports Numba, and a missing CUDA stack is reported only when CUDA
 is asked for.
 """
 
+import functools
 import importlib
 
 _BACKENDS = {"cpu": "fastbn._backend_cpu", "cuda": "fastbn._cuda.backend"}
+
+
+@functools.cache
+def load(module_name):
+    """``importlib.import_module(module_name)``, remembered: every call of every op asks."""
+    return importlib.import_module(module_name)
 
 
 def is_device_array(x):
@@ -29,4 +36,4 @@ def device_name(x, device=None):
 
 def backend(x, device=None):
     """The backend module for input ``x``: see ``fastbn._backend_cpu`` for its interface."""
-    return importlib.import_module(_BACKENDS[device_name(x, device)])
+    return load(_BACKENDS[device_name(x, device)])

@@ -12,6 +12,7 @@ The plan is metadata only (shape and strides), so array libraries other than
 NumPy (device arrays) apply the same plan.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ class ViewPlan(NamedTuple):
     kept: int
     inner: int
     kept_axes: tuple     # the kept axes in the order they appear in ``perm``
+    inverse: tuple       # the axis order that undoes ``perm`` (its argsort)
 
     @property
     def shape3(self):
@@ -39,8 +41,14 @@ def plan_view(shape, strides, kept_axes):
 
     ``kept_axes`` are normalised (non-negative, unique) axis indices.  When the
     kept axes are adjacent in memory order the view is free; otherwise the kept
-    axes go first (``outer == 1``) and applying the plan copies.
+    axes go first (``outer == 1``) and applying the plan copies.  Plans are
+    remembered per geometry: a training loop asks for the same few every call.
     """
+    return _plan_view(tuple(shape), tuple(strides), tuple(kept_axes))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_view(shape, strides, kept_axes):
     ndim = len(shape)
     kept = tuple(sorted(kept_axes))
     by_stride = sorted(range(ndim), key=lambda a: (-abs(strides[a]), a))
@@ -58,7 +66,9 @@ def plan_view(shape, strides, kept_axes):
         inner_axes = [a for a in order if a not in kept]
     perm = tuple(outer_axes) + tuple(kept_order) + tuple(inner_axes)
     size = lambda axes: math.prod(shape[a] for a in axes)
-    return ViewPlan(perm, size(outer_axes), size(kept_order), size(inner_axes), tuple(kept_order))
+    inverse = tuple(sorted(range(ndim), key=perm.__getitem__))
+    return ViewPlan(perm, size(outer_axes), size(kept_order), size(inner_axes), tuple(kept_order),
+                    inverse)
 
 
 def canonical(x, plan):
@@ -83,8 +93,7 @@ def empty_like_input(x_shape, plan, dtype):
     """
     permuted_shape = tuple(x_shape[a] for a in plan.perm)
     buf = _memory.empty(permuted_shape, dtype)
-    full = buf.transpose(np.argsort(plan.perm))
-    return full, buf.reshape(plan.shape3)
+    return buf.transpose(plan.inverse), buf.reshape(plan.shape3)
 
 
 def kept_shape_from_flat(vec, x_shape, plan):

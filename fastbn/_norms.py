@@ -28,7 +28,6 @@ The four ops share ``_forward``/``_backward`` below; each public function
 only validates its arguments and describes its geometry (``_Rows``).
 """
 
-import importlib
 import math
 from typing import NamedTuple
 
@@ -39,7 +38,7 @@ _BACKENDS = {"cpu": "fastbn._backend_cpu_rowwise", "cuda": "fastbn._cuda.backend
 
 
 def _backend(x, device):
-    return importlib.import_module(_BACKENDS[_dispatch.device_name(x, device)])
+    return _dispatch.load(_BACKENDS[_dispatch.device_name(x, device)])
 
 
 class _Rows(NamedTuple):

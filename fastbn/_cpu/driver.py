@@ -4,7 +4,9 @@ Every function takes canonical C-contiguous views (``x3`` of shape
 ``(O, C, I)``) and float64 per-channel vectors, already validated by the public
 layer.  ``I == 1`` (channel-contiguous) and short runs go to the row kernels.  Which
 decomposition runs may depend on the thread count; the result never does,
-because every path folds the same chunk partials in the same order.
+because every path folds the same chunk partials in the same order.  Each
+public function sets the thread count once (``launch_threads``) and composes
+the underscored ones, which run on it.
 """
 
 import numpy as np
@@ -94,6 +96,10 @@ def _moment_partials(x3):
 def moments(x3):
     """Per-channel ``(count, mean, m2)`` over axes 0 and 2 of ``x3``, float64."""
     launch_threads(x3.size)
+    return _moments(x3)
+
+
+def _moments(x3):
     C = x3.shape[1]
     part = _moment_partials(x3)
     count, mean, m2 = np.empty(C), np.empty(C), np.empty(C)
@@ -104,6 +110,10 @@ def moments(x3):
 def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     """``y3 = act((x3 - mean) * invstd * weight + bias [+ res3])``."""
     launch_threads(x3.size)
+    _normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3)
+
+
+def _normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     has_res = res3 is not None
     res3 = res3 if has_res else x3
     if _as_rows(x3):
@@ -125,9 +135,9 @@ def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
                               res3 if has_res else x3, has_res, use_relu, nontemporal_for(y3), y3,
                               mean, invstd, m2)
         return mean, invstd, m2
-    _, mean, m2 = moments(x3)
+    _, mean, m2 = _moments(x3)
     invstd = 1.0 / np.sqrt(m2 / (O * I) + eps)
-    normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3)
+    _normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3)
     return mean, invstd, m2
 
 
@@ -145,6 +155,10 @@ def _grad_setup(x3, y3, mask_mode, dx3, dres3):
 def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     """Per-channel ``(sum g, sum g * (x - mean))``, g = dy through the activation."""
     launch_threads(x3.size)
+    return _grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
+
+
+def _grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     O, C, I = x3.shape
     y3 = y3 if mask_mode == MASK_FROM_OUTPUT else x3
     sum_g, sum_gx = np.empty(C), np.empty(C)
@@ -167,6 +181,12 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
                batch_stats, dx3, dres3):
     """dx from gradient sums taken over ``count`` elements per channel (all ranks' for sync BN)."""
     launch_threads(x3.size)
+    _input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
+                batch_stats, dx3, dres3)
+
+
+def _input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
+                batch_stats, dx3, dres3):
     O, C, I = x3.shape
     y3, mask_mode, dres3 = _grad_setup(x3, y3, mask_mode, dx3, dres3)
     if _as_rows(x3):
@@ -192,7 +212,7 @@ def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx
         runs.runs_backward_fused(dy3, x3, y3, _chunking(x3), mean, invstd, weight, bias, mask_mode,
                                  batch_stats, nontemporal_for(dx3), dx3, dres3, sum_g, sum_gx)
         return sum_g, sum_gx
-    sum_g, sum_gx = grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
-    input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,
-               batch_stats, dx3, dres3)
+    sum_g, sum_gx = _grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode)
+    _input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, O * I,
+                batch_stats, dx3, dres3)
     return sum_g, sum_gx
