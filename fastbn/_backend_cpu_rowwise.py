@@ -7,7 +7,6 @@ Numba driver ``fastbn._cpu.rowwise_driver`` is imported on first use.  A CUDA
 twin mirrors these names.
 """
 
-
 import numpy as np
 
 from . import _dispatch, _memory

@@ -46,20 +46,24 @@ def _as_rows(x3):
     return x3.shape[2] <= _config.ROW_KERNEL_MAX_INNER
 
 
+def _tile_rows(width, elements):
+    """Rows of ``width`` elements per tile of at least ``elements`` (one row if wider)."""
+    return max(1, elements // width)
+
+
 def _row_blocking(x3, tile_elements=None):
     """``(inner, rows_per_block, tile_rows)`` of the row kernels, fixed by the shape.
 
     Tiles of at least ``tile_elements`` (``ROW_TILE_ELEMENTS`` by default);
-    the row blocks do not depend on it.
+    the row blocks are those of the default tiles either way.
     """
     _, C, inner = x3.shape
     width = C * inner
-    tile_rows = max(1, _config.ROW_TILE_ELEMENTS // width)
-    tiles = max(_config.ROW_BLOCK_MIN_TILES, _config.ROW_BLOCK_ELEMENTS // (width * tile_rows))
-    rows_per_block = tiles * tile_rows
-    if tile_elements is not None:
-        tile_rows = max(1, tile_elements // width)
-    return inner, rows_per_block, tile_rows
+    output_tile_rows = _tile_rows(width, _config.ROW_TILE_ELEMENTS)
+    tiles = max(_config.ROW_BLOCK_MIN_TILES,
+                _config.ROW_BLOCK_ELEMENTS // (width * output_tile_rows))
+    tile_rows = output_tile_rows if tile_elements is None else _tile_rows(width, tile_elements)
+    return inner, tiles * output_tile_rows, tile_rows
 
 
 def _per_channel(x3, nthreads, streams):
