@@ -34,6 +34,9 @@ def device_name(x, device=None):
     return "cpu"
 
 
-def backend(x, device=None):
-    """The backend module for input ``x``: see ``fastbn._backend_cpu`` for its interface."""
-    return load(_BACKENDS[device_name(x, device)])
+def backend(x, device=None, modules=_BACKENDS):
+    """The backend module for input ``x``: see ``fastbn._backend_cpu`` for its interface.
+
+    ``modules`` maps a device name to a module name (the row norms pass their own).
+    """
+    return load(modules[device_name(x, device)])

@@ -38,7 +38,7 @@ _BACKENDS = {"cpu": "fastbn._backend_cpu_rowwise", "cuda": "fastbn._cuda.backend
 
 
 def _backend(x, device):
-    return _dispatch.load(_BACKENDS[_dispatch.device_name(x, device)])
+    return _dispatch.backend(x, device, _BACKENDS)
 
 
 class _Rows(NamedTuple):
