@@ -11,7 +11,7 @@ import pytest
 
 import fastbn
 from fastbn import _config
-from fastbn._cpu import _nontemporal
+from fastbn._cpu import _jit, _nontemporal
 
 from oracle import (batch_norm_backward_ref, batch_norm_train_ref, group_norm_backward_ref,
                     group_norm_ref, layer_norm_backward_ref, layer_norm_ref)
@@ -28,8 +28,8 @@ def _misaligned_empty(shape, dtype, offset):
     (``flags.aligned`` False), which must still work: written directly.
     """
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + 2 * _nontemporal.LINE_BYTES, np.uint8)
-    skip = -raw.ctypes.data % _nontemporal.LINE_BYTES + offset
+    raw = np.empty(nbytes + 2 * _jit.LINE_BYTES, np.uint8)
+    skip = -raw.ctypes.data % _jit.LINE_BYTES + offset
     return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
@@ -96,7 +96,7 @@ def test_driver_asks_for_nontemporal_stores_by_output_size(monkeypatch):
 def test_python_fallbacks_store_like_the_compiled_ones():
     """What ``NUMBA_DISABLE_JIT=1`` runs: a heap buffer and an ordinary copy."""
     out = np.zeros(40)
-    buf = _nontemporal.stack_buffer(out, 16)
+    buf = _jit.stack_buffer(out, 16)
     assert buf.shape == (16,) and buf.dtype == out.dtype
     buf[:] = np.arange(16)
     _nontemporal.store_lines_nontemporal(buf, out, 8)

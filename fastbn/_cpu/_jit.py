@@ -119,6 +119,91 @@ def _as_element_jit(like, value):
     return lambda like, value: element(value)
 
 
+#: Bytes per cache line (the alignment of stack buffers and of non-temporal stores).
+LINE_BYTES = 64
+
+
+def _element_of(like):
+    """The element type of ``like``: an array's dtype, or a scalar's own type."""
+    return like.dtype if isinstance(like, types.Array) else like
+
+
+def stack_buffer(like, n):
+    """An uninitialised 1-D array of ``n`` elements of ``like``'s type (on the stack when jitted).
+
+    ``like``: an array (its dtype) or a scalar (its type); ``n`` a literal.
+    The buffer lives until the kernel returns, so it must not escape it.
+    """
+    return np.empty(n, np.asarray(like).dtype)
+
+
+@intrinsic
+def _stack_buffer(typingctx, like, n):
+    """``stack_buffer``: an ``alloca`` in the function's entry block, line-aligned."""
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    count = n.literal_value
+    array_type = types.Array(_element_of(like), 1, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(array_type.dtype)
+        with builder.goto_entry_block():
+            memory = builder.alloca(ir.ArrayType(element, count))
+            memory.align = LINE_BYTES
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        view = context.make_array(array_type)(context, builder)
+        context.populate_array(view, data=builder.bitcast(memory, element.as_pointer()),
+                               shape=[context.get_constant(types.intp, count)],
+                               strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return view._getvalue()
+    return array_type(like, n), codegen
+
+
+@overload(stack_buffer, inline="always", prefer_literal=True)
+def _stack_buffer_jit(like, n):
+    return lambda like, n: _stack_buffer(like, n)
+
+
+def contiguous_view(a, shape):
+    """The elements of C-contiguous ``a`` (``prod(shape)`` of them) as an array of ``shape``.
+
+    ``a.reshape(shape)`` without its run-time call: jitted, the view is built
+    in place (tens of cycles less per call, which short runs and segments pay
+    once or more each).  It borrows ``a``'s memory without a reference, so it
+    must not outlive ``a`` (true of every use: views inside one kernel call).
+    """
+    return a[:int(np.prod(shape))].reshape(shape)
+
+
+@intrinsic
+def _contiguous_view(typingctx, a, shape):
+    """``contiguous_view``: a C-contiguous array over ``a``'s data, strides from ``shape``."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(shape, types.UniTuple)
+            and isinstance(shape.dtype, types.Integer)):
+        return None
+    view_type = types.Array(a.dtype, shape.count, "C", readonly=not a.mutable)
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(a)(context, builder, args[0])
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+            context.get_data_type(a.dtype)))
+        dims = [builder.sext(d, itemsize.type) if d.type.width < itemsize.type.width else d
+                for d in cgutils.unpack_tuple(builder, args[1], shape.count)]
+        strides = [itemsize]
+        for d in reversed(dims[1:]):
+            strides.insert(0, builder.mul(strides[0], d))
+        view = context.make_array(view_type)(context, builder)
+        context.populate_array(view, data=source.data, shape=dims, strides=strides,
+                               itemsize=itemsize, meminfo=None)
+        return view._getvalue()
+    return view_type(a, shape), codegen
+
+
+@overload(contiguous_view, inline="always")
+def _contiguous_view_jit(a, shape):
+    return lambda a, shape: _contiguous_view(a, shape)
+
+
 def prefetch_element(array, index):
     """Hint ``array[index]`` into cache (a no-op in plain Python, ``NUMBA_DISABLE_JIT=1``)."""
 

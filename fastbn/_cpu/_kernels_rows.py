@@ -20,8 +20,8 @@ block-major (``part[j, c]``) so that each block writes one contiguous span.
 import numpy as np
 from numba import prange
 
-from ._jit import (BOOL, F64, I64, PARTIALS, VEC_IN, arr, as_element, device, kernel,
-                   prefetch_lines, relu)
+from ._jit import (BOOL, F64, I64, PARTIALS, VEC_IN, arr, as_element, contiguous_view, device,
+                   kernel, prefetch_lines, relu)
 from ._primitives import (BLOCK_ROWS, MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,
                           MASK_RECOMPUTE, block_sum, input_grad_affine, input_grad_value,
                           output_affine, upstream_grad, upstream_grad64)
@@ -46,7 +46,7 @@ def _expanded(v, m, inner):
 def _tiles(a2, r0, r1, m):
     """Rows ``[r0, r1)`` of ``a2`` as full tiles ``(k, m * width)``, and the first row left over."""
     k = (r1 - r0) // m
-    return a2[r0:r0 + k * m].reshape((k, m * a2.shape[1])), r0 + k * m
+    return contiguous_view(a2[r0:r0 + k * m], (k, m * a2.shape[1])), r0 + k * m
 
 
 @device

@@ -30,7 +30,8 @@ from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, as_
                    chan_merge, compiled, device, inverse_std, kernel)
 from ._nontemporal import run_writer, store_fence
 from ._primitives import (BLOCK_ROWS, MASK_NONE, block_sum, chunk_grad_sums, chunk_moments,
-                          fold_lanes, input_grad_affine, input_grad_value, lane_blocks,
+                          fold_lanes, input_grad_affine, input_grad_value, lane_accumulators,
+                          lane_blocks,
                           output_affine, write_normalized)
 
 #: Elements of whole rows per task of ``train_fused`` (a row is never split).
@@ -59,7 +60,7 @@ def piece_bounds(p, K, inner, width):
 @device
 def sum_squares(seg, lanes):
     """Sum of ``seg**2`` in float64."""
-    acc = np.zeros(lanes)
+    acc = lane_accumulators(lanes)
     blocks, start = lane_blocks(seg, lanes)
     for t in range(blocks.shape[0]):
         for k in range(lanes):
@@ -138,8 +139,8 @@ def normalize_piece(x, p, i0, i1, mean, invstd, weight, bias, base, inner, nonte
 @device
 def weighted_grad_sums(dy, x, w, mean, lanes):
     """``(sum w dy, sum w dy (x - mean))`` over equal-length segments."""
-    acc_g = np.zeros(lanes)
-    acc_h = np.zeros(lanes)
+    acc_g = lane_accumulators(lanes)
+    acc_h = lane_accumulators(lanes)
     bdy, start = lane_blocks(dy, lanes)
     bx, _ = lane_blocks(x, lanes)
     bw, _ = lane_blocks(w, lanes)

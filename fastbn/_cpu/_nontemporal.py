@@ -27,17 +27,13 @@ stored changes.  With ``NUMBA_DISABLE_JIT=1`` the plain Python versions below
 run (ordinary stores).
 """
 
-import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .. import _config
-from ._jit import device, outlined
-
-#: Bytes per cache line, the unit (and alignment) of a non-temporal store.
-LINE_BYTES = 64
+from ._jit import LINE_BYTES, device, outlined, stack_buffer
 
 #: Elements computed into the stack buffer per block (a multiple of a line for
 #: float32 and float64; small enough to stay in L1 between fill and copy-out).
@@ -47,11 +43,6 @@ BUFFER_ELEMENTS = 256
 def wanted_for(out):
     """Whether the kernels write ``out`` with non-temporal stores: by its size (host side)."""
     return out.nbytes >= _config.NONTEMPORAL_MIN_BYTES
-
-
-def stack_buffer(like, n):
-    """An uninitialised 1-D array of ``n`` elements of ``like.dtype`` (on the stack when jitted)."""
-    return np.empty(n, like.dtype)
 
 
 def store_lines_nontemporal(src, dst, at):
@@ -68,28 +59,6 @@ def store_fence():
     Non-temporal stores are weakly ordered; without the fence another thread
     could see the end of the parallel region before it sees the data.
     """
-
-
-@intrinsic
-def _stack_buffer(typingctx, like, n):
-    """``stack_buffer``: an ``alloca`` in the function's entry block, line-aligned."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    count = n.literal_value
-    array_type = types.Array(like.dtype, 1, "C")
-
-    def codegen(context, builder, signature, args):
-        element = context.get_data_type(like.dtype)
-        with builder.goto_entry_block():
-            memory = builder.alloca(ir.ArrayType(element, count))
-            memory.align = LINE_BYTES
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
-        view = context.make_array(array_type)(context, builder)
-        context.populate_array(view, data=builder.bitcast(memory, element.as_pointer()),
-                               shape=[context.get_constant(types.intp, count)],
-                               strides=[itemsize], itemsize=itemsize, meminfo=None)
-        return view._getvalue()
-    return array_type(like, n), codegen
 
 
 @intrinsic
@@ -129,11 +98,6 @@ def _store_fence(typingctx):
             builder.fence("seq_cst")
         return context.get_dummy_value()
     return types.void(), codegen
-
-
-@overload(stack_buffer, inline="always", prefer_literal=True)
-def _stack_buffer_jit(like, n):
-    return lambda like, n: _stack_buffer(like, n)
 
 
 @overload(store_lines_nontemporal, inline="always")

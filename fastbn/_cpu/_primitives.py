@@ -33,11 +33,14 @@ non-temporal stores as the driver asks.
 
 import numpy as np
 
-from ._jit import as_element, device, prefetch_lines, relu
+from ._jit import as_element, contiguous_view, device, prefetch_lines, relu, stack_buffer
 from ._nontemporal import run_writer
 
 #: Values per lane per step of the lane loops (a block is ``BLOCK_ROWS * lanes`` elements).
 BLOCK_ROWS = 4
+
+#: Most lane accumulators a sum may keep (the size of their stack buffers).
+MAX_LANES = 64
 
 #: How backward finds the ReLU mask: none, recomputed from x, from the saved
 #: output, or from the saved output while also storing g (the residual's grad).
@@ -70,12 +73,31 @@ def fold_lanes(acc):
     return acc[0]
 
 
+def checked_lanes(lanes):
+    """``lanes`` (host side) if the lane loops can take it: a power of two, ``<= MAX_LANES``."""
+    if not 1 <= lanes <= MAX_LANES or lanes & (lanes - 1):
+        raise ValueError(f"lane accumulators must be a power of two <= {MAX_LANES}, got {lanes}")
+    return lanes
+
+
+@device
+def lane_accumulators(lanes):
+    """``lanes`` float64 zeros in a stack buffer (``lanes <= MAX_LANES``).
+
+    A heap array per chunk cost an allocation and a free each: with 784-element
+    segments, several times the stack's cost per element.
+    """
+    acc = stack_buffer(0.0, MAX_LANES)[:lanes]
+    acc[:] = 0.0
+    return acc
+
+
 @device
 def lane_blocks(seg, lanes):
     """``seg`` as full ``(n, BLOCK_ROWS, lanes)`` blocks, and the index where the tail starts."""
     step = BLOCK_ROWS * lanes
     n = seg.shape[0] // step
-    return seg[:n * step].reshape((n, BLOCK_ROWS, lanes)), n * step
+    return contiguous_view(seg[:n * step], (n, BLOCK_ROWS, lanes)), n * step
 
 
 @device
@@ -87,7 +109,7 @@ def lane_rows(seg, start, lanes):
     elements to the scalar loop.
     """
     m = (seg.shape[0] - start) // lanes
-    return seg[start:start + m * lanes].reshape((m, lanes)), start + m * lanes
+    return contiguous_view(seg[start:start + m * lanes], (m, lanes)), start + m * lanes
 
 
 @device
@@ -114,8 +136,8 @@ def chunk_moments(x3, c, o0, o1, i0, i1, lanes, prefetch_next):
     formula (``fastbn._welford.chan_merge``).
     """
     pivot = np.float64(x3[o0, c, i0])
-    acc1 = np.zeros(lanes)
-    acc2 = np.zeros(lanes)
+    acc1 = lane_accumulators(lanes)
+    acc2 = lane_accumulators(lanes)
     tail1 = 0.0
     tail2 = 0.0
     step = BLOCK_ROWS * lanes
@@ -264,8 +286,8 @@ def chunk_grad_sums(dy3, x3, y3, c, o0, o1, i0, i1, mean, affine, mask_mode, lan
 
     ``affine`` is the forward's ``output_affine``, for the recomputed mask.
     """
-    acc_g = np.zeros(lanes)
-    acc_h = np.zeros(lanes)
+    acc_g = lane_accumulators(lanes)
+    acc_h = lane_accumulators(lanes)
     tail_g = 0.0
     tail_h = 0.0
     for o in range(o0, o1):

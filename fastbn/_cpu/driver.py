@@ -18,7 +18,7 @@ from ._nontemporal import wanted_for as nontemporal_for
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
 
-from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE
+from ._primitives import MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, checked_lanes
 
 
 def _chunking(x3):
@@ -34,7 +34,8 @@ def _chunking(x3):
     else:
         group, width, nsub = max(1, chunk // I), I, 1
     prefetch_next = I * x3.itemsize <= _config.PREFETCH_MAX_RUN_BYTES
-    return np.array([group, width, nsub, _config.RUN_SUM_LANES, prefetch_next], dtype=np.int64)
+    return np.array([group, width, nsub, checked_lanes(_config.RUN_SUM_LANES), prefetch_next],
+                    dtype=np.int64)
 
 
 def _num_chunks(O, geom):

@@ -16,12 +16,13 @@ from . import _kernels_common as common
 from . import _kernels_rowwise as rw
 from ._jit import launch_threads
 from ._nontemporal import wanted_for as nontemporal_for
+from ._primitives import checked_lanes
 
 
 def _geometry(K, G, inner):
     """``geom = (G, inner, width, lanes)`` for rows of ``K`` (see ``_kernels_rowwise``)."""
     width = min(K, _config.CHUNK_ELEMENTS)
-    return np.array([G, inner, width, _config.SUM_LANES], dtype=np.int64)
+    return np.array([G, inner, width, checked_lanes(_config.SUM_LANES)], dtype=np.int64)
 
 
 def _whole_rows(R, nthreads):
