@@ -3,7 +3,8 @@
 The driver uses them only for outputs past ``_config.NONTEMPORAL_MIN_BYTES``;
 here the threshold is patched to 0 so that small arrays take that path, with
 outputs that start off a cache-line boundary and runs that end in a partial
-buffer, in both decompositions of the channel-runs kernels.
+buffer, in both decompositions of the channel-runs kernels and in the row
+kernels' normalise pass (a row block's flat span, cut at tile boundaries).
 """
 
 import numpy as np
@@ -18,6 +19,10 @@ from oracle import (batch_norm_backward_ref, batch_norm_train_ref, group_norm_ba
 
 #: Runs of 700 elements: an unaligned head, two whole buffers and a tail.
 SHAPE = (3, 4, 700)
+#: Row kernels (runs of 3): with the blocking patched below, rows of 15
+#: elements in 510-element tiles, three row blocks of 68, 68 and 14 rows,
+#: each but the last ending in rows past its last whole tile.
+ROWS_SHAPE = (150, 5, 3)
 EPILOGUES = [(None, False), ("relu", False), ("relu", True)]
 
 
@@ -45,15 +50,18 @@ def _train_and_backward(x, dy, w, b, res, mask, offset):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mask,with_residual", EPILOGUES)
-@pytest.mark.parametrize("slab_bytes", [1 << 30, 0], ids=["per-channel", "per-chunk"])
+@pytest.mark.parametrize("shape, slab_bytes", [(SHAPE, 1 << 30), (SHAPE, 0), (ROWS_SHAPE, 0)],
+                         ids=["per-channel", "per-chunk", "rows"])
 def test_nontemporal_stores_give_the_same_bits(rng, monkeypatch, dtype, mask, with_residual,
-                                               slab_bytes):
+                                               shape, slab_bytes):
     monkeypatch.setattr(_config, "SLAB_CACHE_BYTES", slab_bytes)
-    x = (rng.standard_normal(SHAPE) * 2 + 3).astype(dtype)
-    dy = rng.standard_normal(SHAPE).astype(dtype)
-    w = rng.standard_normal(SHAPE[1]).astype(dtype)
-    b = rng.standard_normal(SHAPE[1]).astype(dtype)
-    res = rng.standard_normal(SHAPE).astype(dtype) if with_residual else None
+    monkeypatch.setattr(_config, "ROW_BLOCK_ELEMENTS", 1024)
+    monkeypatch.setattr(_config, "ROW_BLOCK_MIN_TILES", 1)
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    res = rng.standard_normal(shape).astype(dtype) if with_residual else None
     monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 1 << 62)
     direct = _train_and_backward(x, dy, w, b, res, mask, 0)
     monkeypatch.setattr(_config, "NONTEMPORAL_MIN_BYTES", 0)

@@ -11,7 +11,8 @@ which quarters the accumulators' loads and stores (the gradient sums of short
 tiles take one per step instead, see ``rows_grad_partials``).  With narrow rows, ``m``
 consecutive rows form one contiguous *tile* of ``m * C * inner`` elements
 (``m = tile_rows``); rows past the last full tile of a block run one at a
-time.  Threads split the rows into blocks of ``rows_per_block`` (a multiple of
+time in the reductions, while the normalise pass writes a block as one span.
+Threads split the rows into blocks of ``rows_per_block`` (a multiple of
 ``m``) fixed by the shape, whose partials are folded in block order by
 ``_kernels_common``, so nothing depends on the thread count.  Partials are
 block-major (``part[j, c]``) so that each block writes one contiguous span.
@@ -22,6 +23,7 @@ from numba import prange
 
 from ._jit import (BOOL, F64, I64, PARTIALS, VEC_IN, arr, as_element, contiguous_view, device,
                    kernel, prefetch_lines, relu)
+from ._nontemporal import run_writer, store_fence
 from ._primitives import (BLOCK_ROWS, MASK_FROM_OUTPUT, MASK_FROM_OUTPUT_STORE, MASK_NONE,
                           MASK_RECOMPUTE, block_sum, input_grad_affine, input_grad_value,
                           output_affine, upstream_grad, upstream_grad64)
@@ -160,21 +162,50 @@ def rows_partials(x2, inner, rows_per_block, tile_rows, part):
 
 
 @device
-def _normalize_span(x, m, k, shift, res, has_residual, use_relu, y):
-    for i in range(x.shape[0]):
-        v = (x[i] - m[i]) * k[i] + shift[i]
-        if has_residual:
-            v += res[i]
-        y[i] = relu(v) if use_relu else v
+def _flat(a2, r0, r1):
+    """Rows ``[r0, r1)`` of ``a2`` as one 1-D span."""
+    return contiguous_view(a2[r0:r1], ((r1 - r0) * a2.shape[1],))
+
+
+@device
+def _normalize_span(params, lo, hi, y):
+    """Elements ``[lo, hi)`` of a row block's flat output (``run_writer``'s span).
+
+    The expanded vectors repeat every tile (whole rows), so the span is cut at
+    tile boundaries and each piece ``[a, b)`` reads them from ``a % tile`` on.
+    """
+    x, res, m, k, shift, has_residual, use_relu = params
+    tile = m.shape[0]
+    a = lo
+    while a < hi:
+        off = a % tile
+        b = min(hi, a + tile - off)
+        xs, rs, ys = x[a:b], res[a:b], y[a - lo:b - lo]
+        ms, ks, ss = m[off:off + b - a], k[off:off + b - a], shift[off:off + b - a]
+        for i in range(xs.shape[0]):
+            v = (xs[i] - ms[i]) * ks[i] + ss[i]
+            if has_residual:
+                v += rs[i]
+            ys[i] = relu(v) if use_relu else v
+        a = b
+
+
+_write_normalized = run_writer(_normalize_span)
 
 
 @kernel(lambda t: (arr(t, 2, True), I64, I64, I64, VEC_IN, VEC_IN, VEC_IN, VEC_IN, arr(t, 2, True),
-                   BOOL, BOOL, arr(t, 2)))
+                   BOOL, BOOL, BOOL, arr(t, 2)))
 def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, bias, res2,
-                   has_residual, use_relu, y2):
+                   has_residual, use_relu, nontemporal, y2):
     """``y = act((x - mean) * invstd * weight + bias [+ residual])`` row block by row block.
 
-    In the data's dtype, with the constants of ``output_affine``.
+    In the data's dtype, with the constants of ``output_affine``.  A block's
+    rows are contiguous, so its output is written as one flat span through
+    ``run_writer`` (``nontemporal``: streaming stores, a fence per block).
+    Against tile-by-tile loops with plain stores, the training forward took
+    0.82-0.93x the time on (4096, 1024), (65536, 64) and channels-last 64 with
+    streaming stores, 1.03-1.06x without; per tile, streaming stores had cost
+    1.08x (one short buffer per tile).
     """
     R, W = x2.shape
     m, k, shift = _output_affine_vectors(mean, invstd, weight, bias, x2)
@@ -183,14 +214,10 @@ def rows_normalize(x2, inner, rows_per_block, tile_rows, mean, invstd, weight, b
     shift_t = _expanded(shift, tile_rows, inner)
     for j in prange(_num_blocks(R, rows_per_block)):
         r0, r1 = _block(j, R, rows_per_block)
-        tiles, rest = _tiles(x2, r0, r1, tile_rows)
-        res_t, _ = _tiles(res2, r0, r1, tile_rows)
-        y_t, _ = _tiles(y2, r0, r1, tile_rows)
-        for t in range(tiles.shape[0]):
-            _normalize_span(tiles[t], m_t, k_t, shift_t, res_t[t], has_residual, use_relu, y_t[t])
-        for r in range(rest, r1):
-            _normalize_span(x2[r], m_t[:W], k_t[:W], shift_t[:W], res2[r], has_residual, use_relu,
-                            y2[r])
+        _write_normalized((_flat(x2, r0, r1), _flat(res2, r0, r1), m_t, k_t, shift_t, has_residual,
+                           use_relu), _flat(y2, r0, r1), nontemporal)
+        if nontemporal:
+            store_fence()
 
 
 @device

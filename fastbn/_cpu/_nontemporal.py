@@ -13,9 +13,13 @@ instance and RMS norm) use them too since 2026-12-03: their rows are normalised
 or differentiated from cache, so an ordinary store's line read was most of a
 pass (training step 0.81-0.88x the time, paired in one process); their
 forward takes several short rows per task so as to fence once per task.  Batch
-norm's row kernels and the compiled eval path do not use them: row tiles are
-too short (1.15-2x slower), and SSE2 streaming stores in the C loop measured
-1.6x slower than its plain stores.
+norm's row kernels use them in the normalise pass since 2026-12-04, a row
+block (many tiles) as one span: training forward 0.82-0.93x the time on
+(4096, 1024), (65536, 64) and channels-last 64; per tile they had been
+1.15-2x slower, and the dx pass written per block took 1.03-1.08x the time
+(six expanded vectors sliced per buffer), so it keeps plain stores.  The
+compiled eval path does not use them: SSE2 streaming stores in its C loop
+measured 1.6x slower than its plain stores.
 
 LLVM's loop vectoriser will not widen a non-temporal store whose alignment it
 cannot prove, so :func:`run_writer` lets the element loop (``span``) fill a

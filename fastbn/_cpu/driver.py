@@ -123,7 +123,7 @@ def _normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     res3 = res3 if has_res else x3
     if _as_rows(x3):
         rows.rows_normalize(_rows(x3), *_row_blocking(x3), mean, invstd, weight, bias,
-                            _rows(res3), has_res, use_relu, _rows(y3))
+                            _rows(res3), has_res, use_relu, nontemporal_for(y3), _rows(y3))
     else:
         runs.runs_normalize(x3, mean, invstd, weight, bias, res3, has_res, use_relu,
                             nontemporal_for(y3), y3)
