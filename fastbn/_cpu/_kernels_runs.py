@@ -121,7 +121,15 @@ def runs_input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, s
                    VEC_IN, I64, BOOL, BOOL, arr(t, 3), arr(t, 3), VEC, VEC))
 def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode, batch_stats,
                         nontemporal, dx3, dres3, sum_g_out, sum_gx_out):
-    """Backward, one channel per thread: gradient sums, then dx from the cached slab."""
+    """Backward, one channel per thread: gradient sums, then dx from the cached slab.
+
+    The dx pass walks the runs last to first.  The slab (dy and x, two runs
+    per ``o``) is about the size of a core's L2, so walking it first to last
+    again met the lines the sums pass read first, evicted by then, and each
+    miss evicted the next run it needed (LRU); backwards, the most recent
+    runs come first.  (32, 64, 56, 56): 0.90-0.93x the time of the forward
+    walk; the forward's single-array slab gained nothing (0.99-1.06x).
+    """
     O, C, I = x3.shape
     group, width, nsub, lanes = geom[0], geom[1], geom[2], geom[3]
     prefetch_next = geom[4] != 0
@@ -139,7 +147,7 @@ def runs_backward_fused(dy3, x3, y3, geom, mean, invstd, weight, bias, mask_mode
             sgx += a_gx
         coefficients = input_grad_affine(sg, sgx, mean[c], invstd[c], weight[c], count,
                                          batch_stats, x3)
-        for o in range(O):
+        for o in range(O - 1, -1, -1):
             input_grad_run(dy3, x3, y3, o, c, affine, mask_mode, coefficients, batch_stats,
                            nontemporal, dx3, dres3)
         if nontemporal:
