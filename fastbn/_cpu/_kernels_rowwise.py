@@ -31,8 +31,7 @@ from ._jit import (BOOL, F64, GEOM, PARTIALS, PARTIALS_IN, VEC, VEC_IN, arr, as_
 from ._nontemporal import run_writer, store_fence
 from ._primitives import (BLOCK_ROWS, MASK_NONE, block_sum, chunk_grad_sums, chunk_moments,
                           fold_lanes, input_grad_affine, input_grad_value, lane_accumulators,
-                          lane_blocks,
-                          output_affine, write_normalized)
+                          lane_blocks, output_affine, write_normalized)
 
 #: Elements of whole rows per task of ``train_fused`` (a row is never split).
 TASK_ELEMENTS = 1 << 14
