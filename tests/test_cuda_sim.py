@@ -114,6 +114,19 @@ def test_cuda_without_gpu_is_a_clear_error(call):
     assert issubclass(CudaUnavailableError, RuntimeError)
 
 
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+def test_numpy_without_row_stack_is_named_before_any_kernel_fails(monkeypatch):
+    """numba-cuda 0.30 with NumPy >= 2.5 fails inside its first compile; fastbn says why first."""
+    from fastbn._cuda import arrays
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    arrays._cuda_or_reason.cache_clear()
+    try:
+        with pytest.raises(CudaUnavailableError, match=r"NumPy .*np\.row_stack.*numpy<2\.5"):
+            fastbn.batch_norm_train(np.ones((4, 3)), device="cuda")
+    finally:
+        arrays._cuda_or_reason.cache_clear()
+
+
 class _HostArray(np.ndarray):
     """A host array standing in for a device array when kernels are only compiled."""
 

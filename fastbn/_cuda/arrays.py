@@ -16,6 +16,22 @@ from .. import _validate
 from .errors import CudaUnavailableError
 
 
+def _numpy_mismatch(cuda):
+    """Why this numba-cuda cannot compile for the GPU with this NumPy, or None.
+
+    numba-cuda (in maintenance since 0.30) registers an overload of
+    ``np.row_stack`` when its CUDA target first compiles; NumPy 2.5 removed
+    that function, so every kernel launch would fail with an AttributeError
+    from inside numba-cuda (NVIDIA/numba-cuda#907).  The simulator compiles
+    nothing and is not affected.
+    """
+    if hasattr(np, "row_stack") or cuda.config.ENABLE_CUDASIM:
+        return None
+    return (f"numba-cuda cannot compile kernels with NumPy {np.__version__}: it needs "
+            "np.row_stack, which NumPy 2.5 removed (NVIDIA/numba-cuda#907); install "
+            "`numpy<2.5` (as `pip install fastbn[cuda]` does)")
+
+
 @functools.lru_cache(maxsize=None)
 def _cuda_or_reason():
     """``(numba.cuda, None)`` when CUDA can be used, else ``(None, why not)``."""
@@ -24,6 +40,9 @@ def _cuda_or_reason():
     except ImportError as exc:
         return None, (f"the numba-cuda package is not installed ({exc}); install it with "
                       "`pip install fastbn[cuda]` or `pip install numba-cuda`")
+    mismatch = _numpy_mismatch(cuda)
+    if mismatch is not None:
+        return None, mismatch
     if not cuda.is_available():
         reason = cuda.cuda_error() or "the CUDA driver found no usable GPU"
         return None, f"no usable CUDA GPU: {str(reason).strip()}"
@@ -36,7 +55,8 @@ def cuda_module():
     Raises
     ------
     CudaUnavailableError
-        Naming what is missing: the numba-cuda package, the driver, or a GPU.
+        Naming what is missing: the numba-cuda package (or a NumPy it works
+        with), the driver, or a GPU.
     """
     cuda, reason = _cuda_or_reason()
     if cuda is None:
