@@ -9,6 +9,7 @@ reshape only contiguous arrays and transpose only 2-D ones.
 """
 
 import functools
+import re
 
 import numpy as np
 
@@ -16,16 +17,23 @@ from .. import _validate
 from .errors import CudaUnavailableError
 
 
+#: The newest numba-cuda known to fail with NumPy >= 2.5 (see ``_numpy_mismatch``).
+_LAST_NUMBA_CUDA_WITHOUT_NUMPY_2_5 = (0, 30, 4)
+
+
 def _numpy_mismatch(cuda):
     """Why this numba-cuda cannot compile for the GPU with this NumPy, or None.
 
-    numba-cuda (in maintenance since 0.30) registers an overload of
+    numba-cuda up to 0.30.4 (then in maintenance) registers an overload of
     ``np.row_stack`` when its CUDA target first compiles; NumPy 2.5 removed
     that function, so every kernel launch would fail with an AttributeError
-    from inside numba-cuda (NVIDIA/numba-cuda#907).  The simulator compiles
-    nothing and is not affected.
+    from inside numba-cuda (NVIDIA/numba-cuda#907).  A later numba-cuda gets
+    the benefit of the doubt; the simulator compiles nothing and is not affected.
     """
-    if hasattr(np, "row_stack") or cuda.config.ENABLE_CUDASIM:
+    import numba_cuda
+    version = tuple(int(p) for p in re.findall(r"\d+", numba_cuda.__version__)[:3])
+    if (hasattr(np, "row_stack") or cuda.config.ENABLE_CUDASIM
+            or version > _LAST_NUMBA_CUDA_WITHOUT_NUMPY_2_5):
         return None
     return (f"numba-cuda cannot compile kernels with NumPy {np.__version__}: it needs "
             "np.row_stack, which NumPy 2.5 removed (NVIDIA/numba-cuda#907); install "
