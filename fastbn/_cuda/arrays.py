@@ -30,10 +30,14 @@ def _numpy_mismatch(cuda):
     from inside numba-cuda (NVIDIA/numba-cuda#907).  A later numba-cuda gets
     the benefit of the doubt; the simulator compiles nothing and is not affected.
     """
-    import numba_cuda
+    if hasattr(np, "row_stack") or cuda.config.ENABLE_CUDASIM:
+        return None
+    try:
+        import numba_cuda
+    except ImportError:  # an older Numba's own numba.cuda: not this package's bug
+        return None
     version = tuple(int(p) for p in re.findall(r"\d+", numba_cuda.__version__)[:3])
-    if (hasattr(np, "row_stack") or cuda.config.ENABLE_CUDASIM
-            or version > _LAST_NUMBA_CUDA_WITHOUT_NUMPY_2_5):
+    if version > _LAST_NUMBA_CUDA_WITHOUT_NUMPY_2_5:
         return None
     return (f"numba-cuda cannot compile kernels with NumPy {np.__version__}: it needs "
             "np.row_stack, which NumPy 2.5 removed (NVIDIA/numba-cuda#907); install "
