@@ -48,6 +48,12 @@ ROW_TILE_ELEMENTS = 512
 #: (100352, 64), (262144, 16) and (131072, 8).
 ROW_STATS_TILE_ELEMENTS = 128
 
+#: Row statistics prefetch the next tiles in software only up to this tile
+#: length (bytes); longer tiles are long streams the hardware follows alone.
+#: From memory, 1 KiB tiles took 0.81x the time with the hints ((6272, 256));
+#: 2 and 4 KiB tiles took 1.08-1.16x ((8192, 512), (4096, 1024)).
+ROW_STATS_PREFETCH_MAX_TILE_BYTES = 1024
+
 #: Row kernels' gradient sums: tiles of at least this many elements are added
 #: ``BLOCK_ROWS`` at a time (fewer accumulator loads and stores); shorter
 #: tiles one at a time, which streams them from memory 1.4-1.8x faster
@@ -57,6 +63,11 @@ ROW_SUMS_BLOCKED_MIN_TILE = 1024
 #: Target elements per row block for channel-contiguous rows ((N, C) and
 #: channels-last), rounded to whole tiles.
 ROW_BLOCK_ELEMENTS = 1 << 17
+
+#: Row kernels: from this many row blocks on, their count is rounded up to a
+#: multiple of it and the rows shared out evenly, so that 2, 4 or 8 threads
+#: get equal work (the blocks still depend on the shape alone).
+ROW_BLOCKS_MULTIPLE = 8
 
 #: A channel's slab (bytes) up to which the training forward/backward read it
 #: once from memory and re-read it from cache (statistics, then normalise).

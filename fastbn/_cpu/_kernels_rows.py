@@ -56,9 +56,9 @@ def _prefetch_tiles(tiles, t0, t1):
     """Hint tiles ``[t0, t1)`` of ``tiles`` (clipped to its end) into cache.
 
     The statistics read ``BLOCK_ROWS`` tiles side by side, a short stream per
-    tile, which the hardware prefetcher picks up late; asking for the next
-    block while this one is reduced keeps the loads flowing (measured 20-25%
-    faster statistics on (4096, 1024) and (65536, 64) from memory).
+    tile, which the hardware prefetcher picks up late when tiles are short;
+    asking for the next block while this one is reduced keeps the loads
+    flowing there (see ``_config.ROW_STATS_PREFETCH_MAX_TILE_BYTES``).
     """
     for t in range(t0, min(t1, tiles.shape[0])):
         prefetch_lines(tiles[t], 0, tiles.shape[1])
@@ -118,23 +118,26 @@ def _deviation_sums_block(xs, pivot, s1, s2):
 
 
 @device
-def _deviation_sums_tiles(tiles, pivot, s1, s2):
+def _deviation_sums_tiles(tiles, pivot, prefetch, s1, s2):
     """Deviation sums over whole tiles: ``BLOCK_ROWS`` at a time, then the rest one by one."""
     nblocks = tiles.shape[0] // BLOCK_ROWS
     for q in range(nblocks):
-        _prefetch_tiles(tiles, (q + 1) * BLOCK_ROWS, (q + 2) * BLOCK_ROWS)
+        if prefetch:
+            _prefetch_tiles(tiles, (q + 1) * BLOCK_ROWS, (q + 2) * BLOCK_ROWS)
         _deviation_sums_block(tiles[q * BLOCK_ROWS:(q + 1) * BLOCK_ROWS], pivot, s1, s2)
     for t in range(nblocks * BLOCK_ROWS, tiles.shape[0]):
         _deviation_sums(tiles[t], pivot, s1, s2)
 
 
-@kernel(lambda t: (arr(t, 2, True), I64, I64, I64, PARTIALS))
-def rows_partials(x2, inner, rows_per_block, tile_rows, part):
+@kernel(lambda t: (arr(t, 2, True), I64, I64, I64, BOOL, PARTIALS))
+def rows_partials(x2, inner, rows_per_block, tile_rows, prefetch, part):
     """``part[j, c] = (count, mean, m2)`` of row block ``j``, in one pass.
 
     Deviations from the block's first row as pivots (see
     ``_primitives.chunk_moments`` for why that is accurate).  Leftover rows
     accumulate into the first row's lanes of the tile accumulators.
+    ``prefetch``: ask for the next ``BLOCK_ROWS`` tiles while adding these
+    (the driver's choice, by tile length).
     """
     R, W = x2.shape
     C = W // inner
@@ -147,8 +150,8 @@ def rows_partials(x2, inner, rows_per_block, tile_rows, part):
         s1_t = np.zeros(pivot_t.shape[0])
         s2_t = np.zeros(pivot_t.shape[0])
         tiles, rest = _tiles(x2, r0, r1, tile_rows)
-        _deviation_sums_tiles(tiles, pivot_t, s1_t, s2_t)
-        _deviation_sums_tiles(x2[rest:r1], pivot_t[:W], s1_t[:W], s2_t[:W])
+        _deviation_sums_tiles(tiles, pivot_t, prefetch, s1_t, s2_t)
+        _deviation_sums_tiles(x2[rest:r1], pivot_t[:W], prefetch, s1_t[:W], s2_t[:W])
         s1 = np.zeros(C)
         s2 = np.zeros(C)
         _fold_elements(s1_t, s1, inner)

@@ -58,13 +58,28 @@ def _row_blocking(x3, tile_elements=None):
     Tiles of at least ``tile_elements`` (``ROW_TILE_ELEMENTS`` by default);
     the row blocks are those of the default tiles either way.
     """
-    _, C, inner = x3.shape
+    R, C, inner = x3.shape
     width = C * inner
     output_tile_rows = _tile_rows(width, _config.ROW_TILE_ELEMENTS)
     tiles = max(_config.ROW_BLOCK_MIN_TILES,
                 _config.ROW_BLOCK_ELEMENTS // (width * output_tile_rows))
+    blocks = _balanced_blocks(-(-R // (tiles * output_tile_rows)),
+                              R // (_config.ROW_BLOCK_MIN_TILES * output_tile_rows))
+    rows_per_block = output_tile_rows * -(-R // (blocks * output_tile_rows))
     tile_rows = output_tile_rows if tile_elements is None else _tile_rows(width, tile_elements)
-    return inner, tiles * output_tile_rows, tile_rows
+    return inner, rows_per_block, tile_rows
+
+
+def _balanced_blocks(blocks, most):
+    """``blocks`` rounded up to a multiple of ``ROW_BLOCKS_MULTIPLE`` if there are that many.
+
+    Blocks of equal size, as many as a multiple of the usual thread counts,
+    give every thread the same share (13 blocks on 2 threads: 7 against 6).
+    Not past ``most`` blocks (each keeps ``ROW_BLOCK_MIN_TILES`` tiles).
+    """
+    multiple = _config.ROW_BLOCKS_MULTIPLE
+    balanced = -(-blocks // multiple) * multiple
+    return balanced if blocks >= multiple and balanced <= most else blocks
 
 
 def _per_channel(x3, nthreads, streams):
@@ -88,8 +103,10 @@ def _moment_partials(x3):
     O, C, I = x3.shape
     if _as_rows(x3):
         blocking = _row_blocking(x3, _config.ROW_STATS_TILE_ELEMENTS)
+        tile_bytes = blocking[2] * C * I * x3.itemsize
         part = np.empty((-(-O // blocking[1]), C, 3))
-        rows.rows_partials(_rows(x3), *blocking, part)
+        rows.rows_partials(_rows(x3), *blocking,
+                           tile_bytes <= _config.ROW_STATS_PREFETCH_MAX_TILE_BYTES, part)
         part = part.transpose(1, 0, 2)
     else:
         geom = _chunking(x3)
