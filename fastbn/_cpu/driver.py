@@ -82,6 +82,13 @@ def _balanced_blocks(blocks, most):
     return balanced if blocks >= multiple and balanced <= most else blocks
 
 
+def _prefetch_row_tiles(x3, tile_rows):
+    """Whether the row statistics hint their next tiles: short tiles read from memory."""
+    tile_bytes = tile_rows * x3.shape[1] * x3.shape[2] * x3.itemsize
+    return (tile_bytes <= _config.ROW_STATS_PREFETCH_MAX_TILE_BYTES
+            and x3.nbytes >= _config.NONTEMPORAL_MIN_BYTES)
+
+
 def _per_channel(x3, nthreads, streams):
     """Whether to take one channel per thread, reading its slab once from memory.
 
@@ -103,10 +110,8 @@ def _moment_partials(x3):
     O, C, I = x3.shape
     if _as_rows(x3):
         blocking = _row_blocking(x3, _config.ROW_STATS_TILE_ELEMENTS)
-        tile_bytes = blocking[2] * C * I * x3.itemsize
         part = np.empty((-(-O // blocking[1]), C, 3))
-        rows.rows_partials(_rows(x3), *blocking,
-                           tile_bytes <= _config.ROW_STATS_PREFETCH_MAX_TILE_BYTES, part)
+        rows.rows_partials(_rows(x3), *blocking, _prefetch_row_tiles(x3, blocking[2]), part)
         part = part.transpose(1, 0, 2)
     else:
         geom = _chunking(x3)
