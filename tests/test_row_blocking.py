@@ -30,11 +30,10 @@ def test_a_few_blocks_stay_as_they_are(shape):
 
 
 def test_rounding_up_never_makes_blocks_shorter_than_the_minimum():
-    # 1000 rows of 20000: 63 blocks of 16 rows; 64 would leave 15-row blocks.
-    shape = (1000, 20000, 1)
-    sizes = _block_rows(shape)
-    assert min(sizes[:-1]) >= _config.ROW_BLOCK_MIN_TILES
-    assert len(sizes) == 63
+    # Rows of 20000 take blocks of ROW_BLOCK_MIN_TILES (16) rows: 144 rows make
+    # 9 of them; rounded up to 16 blocks they would hold 9 rows each.
+    sizes = _block_rows((144, 20000, 1))
+    assert sizes == [_config.ROW_BLOCK_MIN_TILES] * 9
 
 
 @pytest.mark.parametrize("shape", [(6272, 256, 1), (999, 40, 3), (4097, 10, 1)])

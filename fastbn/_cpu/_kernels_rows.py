@@ -137,7 +137,7 @@ def rows_partials(x2, inner, rows_per_block, tile_rows, prefetch, part):
     ``_primitives.chunk_moments`` for why that is accurate).  Leftover rows
     accumulate into the first row's lanes of the tile accumulators.
     ``prefetch``: ask for the next ``BLOCK_ROWS`` tiles while adding these
-    (the driver's choice, by tile length).
+    (the driver's choice, by tile length and input size).
     """
     R, W = x2.shape
     C = W // inner

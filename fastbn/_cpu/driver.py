@@ -56,7 +56,9 @@ def _row_blocking(x3, tile_elements=None):
     """``(inner, rows_per_block, tile_rows)`` of the row kernels, fixed by the shape.
 
     Tiles of at least ``tile_elements`` (``ROW_TILE_ELEMENTS`` by default);
-    the row blocks are those of the default tiles either way.
+    the row blocks are those of the default tiles either way, about
+    ``ROW_BLOCK_ELEMENTS`` each, equal in size and balanced by
+    ``_balanced_blocks``.
     """
     R, C, inner = x3.shape
     width = C * inner
