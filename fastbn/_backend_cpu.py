@@ -114,15 +114,33 @@ def update_running(running_mean, running_var, batch_mean, batch_var, momentum):
 
     A batch with non-finite statistics is skipped with a warning, so one bad
     batch never poisons the running buffers.  Returns whether it updated.
+    Two separate contiguous float32/float64 buffers of one dtype (the usual
+    case) take the compiled update of ``_cpu._running``.
     """
-    if not (np.isfinite(batch_mean).all() and np.isfinite(batch_var).all()):
+    if _compiled_update_fits(running_mean, running_var, batch_mean, batch_var):
+        updated = _dispatch.load("fastbn._cpu._running").update_running(
+            running_mean, running_var, batch_mean, batch_var, float(momentum))
+    else:
+        updated = np.isfinite(batch_mean).all() and np.isfinite(batch_var).all()
+        for buf, batch in ((running_mean, batch_mean), (running_var, batch_var)):
+            if updated and buf is not None:
+                buf[...] = (1.0 - momentum) * buf.astype(np.float64) + momentum * batch
+    if not updated:
         warnings.warn("batch statistics are not finite (NaN or inf in the input): running "
                       "statistics were not updated", RuntimeWarning, stacklevel=4)
-        return False
-    for buf, batch in ((running_mean, batch_mean), (running_var, batch_var)):
-        if buf is not None:
-            buf[...] = (1.0 - momentum) * buf.astype(np.float64) + momentum * batch
-    return True
+    return bool(updated)
+
+
+def _compiled_update_fits(running_mean, running_var, batch_mean, batch_var):
+    """Whether ``_cpu._running.update_running`` takes these arrays as they are."""
+    buffers = (running_mean, running_var)
+    return (all(type(b) is np.ndarray and b.flags.c_contiguous and b.flags.writeable
+                for b in buffers)
+            and running_mean.dtype == running_var.dtype
+            and running_mean.dtype in (np.float32, np.float64)
+            and not np.may_share_memory(running_mean, running_var)
+            and all(type(v) is np.ndarray and v.dtype == np.float64 and v.flags.c_contiguous
+                    for v in (batch_mean, batch_var)))
 
 
 def moments(x3):

@@ -170,14 +170,8 @@ def _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation
     a C-contiguous float32/float64 array, channel axis 1 or the last axis,
     float NumPy vectors of the right length, a valid eps and activation.
     """
-    if type(x) is not np.ndarray or x.dtype not in _FAST_DTYPES or x.ndim < 2 \
-            or not x.flags.c_contiguous or x.size == 0:
-        return None
-    if axis == 1:
-        shape3 = (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
-    elif axis == -1 or axis == x.ndim - 1:
-        shape3 = (x.size // x.shape[-1], x.shape[-1], 1)
-    else:
+    shape3 = _plain_shape3(x, axis)
+    if shape3 is None:
         return None
     if not (type(eps) is float and 0.0 <= eps < math.inf
             and (activation is None or activation == "relu")):
@@ -194,6 +188,23 @@ def _eval_fast(x, running_mean, running_var, weight, bias, eps, axis, activation
     except (TypeError, ValueError):
         return None
     return y
+
+
+def _plain_shape3(x, axis):
+    """The canonical ``(O, C, I)`` shape of a plain input, or None.
+
+    Plain: a non-empty C-contiguous float32/float64 NumPy array of rank >= 2
+    with the channel at axis 1 or the last axis (an int), whose canonical
+    view is a reshape.  The fast paths take only such inputs.
+    """
+    if type(x) is not np.ndarray or x.dtype not in _FAST_DTYPES or x.ndim < 2 \
+            or not x.flags.c_contiguous or x.size == 0 or type(axis) is not int:
+        return None
+    if axis == 1:
+        return (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
+    if axis == -1 or axis == x.ndim - 1:
+        return (x.size // x.shape[-1], x.shape[-1], 1)
+    return None
 
 
 @functools.cache

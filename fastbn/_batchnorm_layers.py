@@ -20,13 +20,14 @@ batch statistics normalised, the frozen-statistics one (``dx = weight * invstd
 * dy``) when the running statistics did.
 """
 
+import math
 import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from . import _dispatch, _renorm, _validate
-from ._batchnorm import _eval_fast, batch_norm, batch_norm_backward, batch_norm_train
+from . import _dispatch, _memory, _renorm, _validate
+from ._batchnorm import _eval_fast, _plain_shape3, batch_norm, batch_norm_backward, batch_norm_train
 from ._module import Module, RunningStats, _check_bool
 
 _MAX_RANK = 64  # NumPy's limit, for checking the axis before an input is seen
@@ -50,6 +51,15 @@ class _Saved(NamedTuple):
     has_residual: bool
     slices: object            # per-group index along the batch axis, or None for one group
     groups: list
+
+
+_VECTOR_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+
+def _plain_vector(v, channels, writable):
+    """Whether ``v`` is a NumPy float vector of ``channels`` values (writable if asked)."""
+    return (type(v) is np.ndarray and v.shape == (channels,) and v.dtype in _VECTOR_DTYPES
+            and (v.flags.writeable or not writable))
 
 
 def _optional_bool(value, name):
@@ -263,6 +273,8 @@ class _BatchNorm(RunningStats, Module):
         """
         if residual is None:
             y = self._eval_fast(x)
+            if y is None:
+                y = self._train_fast(x)
             if y is not None:
                 return y
         self._check_config()
@@ -307,6 +319,74 @@ class _BatchNorm(RunningStats, Module):
         self._saved = _Saved(x, None, False, None, [self._frozen_group])
         return y
 
+    def _train_fast(self, x):
+        """The plain training forward of a NumPy input with little bookkeeping, or None.
+
+        A small batch trains at its kernels' speed only if the step around them
+        is short: up to about (16, 64, 8, 8) the general path's validation and
+        dispatch took longer than the kernels.  This takes the usual call --
+        training with running statistics (no renorm, no ghost batches, the
+        mode switches unset), a ``_plain_shape3`` input, the layer's own
+        parameters and buffers as it made them -- and does what ``_step``
+        does with it, with the same kernels and bits.  Anything else returns
+        None and takes the general path, which also raises every error.
+        """
+        if not (self.training and self.track_running_stats and self.use_batch_stats is None
+                and self.update_running_stats is None and self.renorm is False
+                and self.virtual_batch_size is None and self.activation in (None, "relu")):
+            return None
+        C = self.num_features
+        shape3 = _plain_shape3(x, self.axis)
+        if (shape3 is None or shape3[1] != C or shape3[0] * shape3[2] < 2
+                or (self._ranks is not None and x.ndim not in self._ranks)
+                or type(self.eps) is not float or not 0.0 <= self.eps < math.inf
+                or not (self.momentum is None
+                        or (type(self.momentum) is float and 0.0 <= self.momentum <= 1.0))
+                or not all(_plain_vector(b, C, True) for b in (self.running_mean, self.running_var))
+                or not (self.weight is None and self.bias is None
+                        or all(_plain_vector(p, C, False) for p in (self.weight, self.bias)))):
+            return None
+        weight, bias = (None if p is None else np.array(p, copy=True)
+                        for p in (self.weight, self.bias))
+        y = _memory.empty_like(x)
+        be = _dispatch.backend(x)
+        mean, invstd, m2 = be.train_forward(
+            x.reshape(shape3), be.vector64(weight, C, 1.0), be.vector64(bias, C, 0.0), self.eps,
+            None, self.activation == "relu", y.reshape(shape3))
+        if be.update_running(self.running_mean, self.running_var, mean,
+                             m2 / (shape3[0] * shape3[2] - 1), self._factor()):
+            self.num_batches_tracked += 1
+        self._saved = _Saved(x, None, False, None,
+                             [_Group(mean, invstd, weight, bias, None, None, True)])
+        return y
+
+    def _backward_fast(self, s, dy):
+        """dx of a plain training forward (one batch, no residual) with little bookkeeping, or None.
+
+        The counterpart of :meth:`_train_fast` (see there): the same kernels as
+        ``batch_norm_backward`` and the same parameter gradients, accumulated;
+        anything unusual returns None for the general path.
+        """
+        x, g = s.x, s.groups[0]
+        if s.slices is not None or s.has_residual or callable(g) or g.r is not None \
+                or not g.batch_stats or self.activation not in (None, "relu"):
+            return None
+        shape3 = _plain_shape3(x, self.axis)
+        if shape3 is None or shape3[1] != g.mean.shape[0] or type(dy) is not np.ndarray \
+                or dy.dtype != x.dtype or dy.shape != x.shape or not dy.flags.c_contiguous:
+            return None
+        be = _dispatch.backend(x)
+        C = shape3[1]
+        dx = _memory.empty_like(x)
+        mask = be.MASK_RECOMPUTE if self.activation == "relu" else be.MASK_NONE
+        sum_g, sum_gx = be.backward(dy.reshape(shape3), x.reshape(shape3), None, g.mean, g.invstd,
+                                    be.vector64(g.weight, C, 1.0), be.vector64(g.bias, C, 0.0),
+                                    mask, True, dx.reshape(shape3), None)
+        if self.affine and g.weight is not None:
+            self._accumulate_grads({"weight": (sum_gx * g.invstd).astype(g.weight.dtype),
+                                    "bias": sum_g.astype(g.weight.dtype)})
+        return dx
+
     def _frozen_group(self):
         """The backward's view of an eval forward: constant running statistics."""
         return _Group(self.running_mean.astype(np.float64),
@@ -338,6 +418,9 @@ class _BatchNorm(RunningStats, Module):
         if s is None:
             raise ValueError(f"{type(self).__name__}.backward() called before forward(): "
                              "there is nothing to differentiate")
+        dx = self._backward_fast(s, dy)
+        if dx is not None:
+            return dx
         dy = _dispatch.backend(s.x).as_input(dy, "dy")
         _validate.same_shape(dy, s.x.shape, "dy", like="the forward input")
         if callable(s.groups[0]):
