@@ -83,6 +83,12 @@ CASES = {
     "GroupNorm(32, 256) on (32, 256, 28, 28)": Case(
         "norms", (32, 256, 28, 28), (4, 256, 14, 14), lambda: fastbn.GroupNorm(32, 256),
         lambda nn: nn.GroupNorm(32, 256)),
+    "BatchNorm1d(64) on (32, 64), a small batch": Case(
+        "small", (32, 64), (32, 64), lambda: fastbn.BatchNorm1d(64),
+        lambda nn: nn.BatchNorm1d(64)),
+    "BatchNorm2d(64) on (16, 64, 8, 8), a small batch": Case(
+        "small", (16, 64, 8, 8), (16, 64, 8, 8), lambda: fastbn.BatchNorm2d(64),
+        lambda nn: nn.BatchNorm2d(64)),
     "InstanceNorm2d(64) on (8, 64, 128, 128)": Case(
         "norms", (8, 64, 128, 128), (2, 64, 32, 32), lambda: fastbn.InstanceNorm2d(64),
         lambda nn: nn.InstanceNorm2d(64)),
@@ -152,8 +158,9 @@ def main(argv=None):
     parser.add_argument("--block", type=int, default=4,
                         help="calls per contender per round, the first untimed (1: time every call)")
     parser.add_argument("--quick", action="store_true", help="small shapes, 5 repeats")
-    parser.add_argument("--cases", default="batch,epilogue,norms",
-                        help="families: batch, epilogue, norms, large (default: all but large)")
+    parser.add_argument("--cases", default="batch,epilogue,norms,small",
+                        help="families: batch, epilogue, norms, small, large "
+                             "(default: all but large)")
     args = parser.parse_args(argv)
     try:
         import torch

@@ -329,9 +329,12 @@ class _BatchNorm(RunningStats, Module):
         mode switches unset), a ``_plain_shape3`` input, the layer's own
         parameters and buffers as it made them -- and does what ``_step``
         does with it, with the same kernels and bits.  Anything else returns
-        None and takes the general path, which also raises every error.
+        None and takes the general path, which also raises every error; so
+        does a subclass with a ``_step`` of its own (SyncBatchNorm's global
+        statistics).
         """
-        if not (self.training and self.track_running_stats and self.use_batch_stats is None
+        if not (type(self)._step is _BatchNorm._step
+                and self.training and self.track_running_stats and self.use_batch_stats is None
                 and self.update_running_stats is None and self.renorm is False
                 and self.virtual_batch_size is None and self.activation in (None, "relu")):
             return None
@@ -365,10 +368,12 @@ class _BatchNorm(RunningStats, Module):
 
         The counterpart of :meth:`_train_fast` (see there): the same kernels as
         ``batch_norm_backward`` and the same parameter gradients, accumulated;
-        anything unusual returns None for the general path.
+        anything unusual, or a subclass's own ``_group_backward``, returns None
+        for the general path.
         """
         x, g = s.x, s.groups[0]
-        if s.slices is not None or s.has_residual or callable(g) or g.r is not None \
+        if type(self)._group_backward is not _BatchNorm._group_backward \
+                or s.slices is not None or s.has_residual or callable(g) or g.r is not None \
                 or not g.batch_stats or self.activation not in (None, "relu"):
             return None
         shape3 = _plain_shape3(x, self.axis)

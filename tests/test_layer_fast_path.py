@@ -150,3 +150,21 @@ def test_the_compiled_running_update_rounds_like_numpy(dtype, rng):
         warnings.simplefilter("ignore", RuntimeWarning)
         assert not _backend_cpu.update_running(rm, rv, mean, var, 0.3)
     assert _same_bits(rm, expect[0]) and _same_bits(rv, expect[1])
+
+
+def test_a_subclass_with_its_own_steps_keeps_them(rng):
+    # SyncBatchNorm's statistics are global: a plain step would be this rank's alone.
+    calls = []
+
+    class Counted(fastbn.BatchNorm1d):
+        def _step(self, *args):
+            calls.append("forward")
+            return super()._step(*args)
+
+        def _group_backward(self, *args):
+            calls.append("backward")
+            return super()._group_backward(*args)
+
+    layer = Counted(3)
+    layer.backward(layer.forward(rng.normal(size=(6, 3)).astype(np.float32)))
+    assert calls == ["forward", "backward"]
