@@ -150,6 +150,11 @@ def time_interleaved(contenders, repeats, warmup, block):
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def _ms(value, width):
+    """Milliseconds in ``width`` columns: two decimals, three below 1 ms (the small batches)."""
+    return f"{value:{width}.{2 if value >= 1 else 3}f}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -192,7 +197,7 @@ def main(argv=None):
         ms = {k: 1e3 * v for k, v in
               time_interleaved(contenders, repeats, args.warmup, args.block).items()}
         over_plain = f" {ms['fastbn'] / ms['plain']:9.2f}x" if "plain" in ms else ""
-        print(f"{label:52s} {ms['fastbn']:10.2f} {ms['torch']:10.2f} {ms['copy']:8.2f} "
+        print(f"{label:52s} {_ms(ms['fastbn'], 10)} {_ms(ms['torch'], 10)} {_ms(ms['copy'], 8)} "
               f"{ms['fastbn'] / ms['copy']:6.2f}x {ms['torch'] / ms['fastbn']:8.2f}x{over_plain}",
               flush=True)
 

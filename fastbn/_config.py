@@ -41,9 +41,9 @@ ROW_KERNEL_MAX_INNER = 256
 #: vector loop runs over a long contiguous span even when C is small.  Each
 #: pass keeps per-channel vectors expanded to a tile (six of them in dx, and
 #: float64 accumulators in the gradient sums) in L1 beside the streams it
-#: reads: 256-element tiles took the training step 0.89-0.94x the time of
-#: 512-element ones on 16-64-channel rows from memory, 0.98-1.01x on the
-#: others (``benchmarks/README.md``, seventh session).
+#: reads: 256-element tiles took the training step 0.87-0.94x the time of
+#: 512-element ones on 16-64-channel rows from memory (once 1.05x), 0.94-1.03x
+#: on the others (``benchmarks/README.md``, seventh session).
 ROW_TILE_ELEMENTS = 256
 
 #: Row statistics: tiles of at least this many elements.  They add
