@@ -16,7 +16,7 @@ import statistics
 import time
 
 import numpy as np
-from bench_training_step import CASES, make_fastbn, make_torch
+from bench_training_step import CASES, case_inputs, make_fastbn, make_torch, pinned_torch
 
 import fastbn
 
@@ -52,20 +52,14 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES,
                         help="substrings of case labels, e.g. 'channels-last' '(4096, 1024)'")
     args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit("this benchmark compares with PyTorch, which is not installed") from None
-    fastbn.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    torch = pinned_torch(args.threads)
     print(f"threads={args.threads} rounds={args.rounds} float32, fastbn {fastbn.__version__}, "
           f"torch {torch.__version__}; torch / fastbn per round")
     rng = np.random.default_rng(0)
     for label, case in CASES.items():
         if case.residual or not any(w in label for w in args.cases):
             continue
-        x = rng.standard_normal(case.shape, dtype=np.float32) * 2 + 0.5
-        dy = rng.standard_normal(case.shape, dtype=np.float32)
+        x, dy = case_inputs(case.shape, rng)
         fastbn_step = make_fastbn(case.fastbn(), x, dy, None)
         torch_step = make_torch(torch, case.torch(torch.nn), x, dy, None, case.channels_last)
         for _ in range(3):

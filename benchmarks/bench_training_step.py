@@ -120,6 +120,23 @@ def make_torch(torch, module, x, dy, residual, channels_last):
     return step
 
 
+def pinned_torch(threads):
+    """PyTorch, with it and fastbn on ``threads`` threads (exits if PyTorch is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("this benchmark compares with PyTorch, which is not installed") from None
+    fastbn.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    return torch
+
+
+def case_inputs(shape, rng):
+    """``(x, dy)`` for a case: float32, x off zero (mean 0.5, std 2) as real activations are."""
+    x = rng.standard_normal(shape, dtype=np.float32) * 2 + 0.5
+    return x, rng.standard_normal(shape, dtype=np.float32)
+
+
 def make_copy(x):
     from fastbn import _inference
     src, out = x.reshape(-1), np.empty(x.size, x.dtype)
@@ -167,12 +184,7 @@ def main(argv=None):
                         help="families: batch, epilogue, norms, small, large "
                              "(default: all but large)")
     args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit("this benchmark compares with PyTorch, which is not installed") from None
-    fastbn.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    torch = pinned_torch(args.threads)
     repeats = 5 if args.quick else args.repeats
     print(f"threads={args.threads} repeats={repeats} warmup={args.warmup} block={args.block} float32, "
           f"fastbn {fastbn.__version__}, torch {torch.__version__}")
@@ -184,8 +196,7 @@ def main(argv=None):
         if case.family not in families:
             continue
         shape = case.quick_shape if args.quick else case.shape
-        x = (rng.standard_normal(shape, dtype=np.float32) * 2 + 0.5)
-        dy = rng.standard_normal(shape, dtype=np.float32)
+        x, dy = case_inputs(shape, rng)
         r = rng.standard_normal(shape, dtype=np.float32) if case.residual else None
         contenders = {
             "fastbn": make_fastbn(case.fastbn(), x, dy, r),

@@ -137,7 +137,7 @@ def _compiled_update_fits(running_mean, running_var, batch_mean, batch_var):
     return (all(type(b) is np.ndarray and b.flags.c_contiguous and b.flags.writeable
                 for b in buffers)
             and running_mean.dtype == running_var.dtype
-            and running_mean.dtype in (np.float32, np.float64)
+            and running_mean.dtype in _dtypes.KERNEL_DTYPES
             and not np.may_share_memory(running_mean, running_var)
             and all(type(v) is np.ndarray and v.dtype == np.float64 and v.flags.c_contiguous
                     for v in (batch_mean, batch_var)))

@@ -44,6 +44,15 @@ class _Group(NamedTuple):
     d: object
     batch_stats: bool
 
+    def param_grads(self, sum_g, sum_gx):
+        """``(dweight, dbias)`` in the weight's dtype from the gradient sums (None without weight).
+
+        ``sum_gx`` is ``sum g * (x - mean)``: ``dweight = sum g * xhat = sum_gx * invstd``.
+        """
+        if self.weight is None:
+            return None, None
+        return (sum_gx * self.invstd).astype(self.weight.dtype), sum_g.astype(self.weight.dtype)
+
 
 class _Saved(NamedTuple):
     x: object
@@ -51,15 +60,6 @@ class _Saved(NamedTuple):
     has_residual: bool
     slices: object            # per-group index along the batch axis, or None for one group
     groups: list
-
-
-_VECTOR_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
-
-
-def _plain_vector(v, channels, writable):
-    """Whether ``v`` is a NumPy float vector of ``channels`` values (writable if asked)."""
-    return (type(v) is np.ndarray and v.shape == (channels,) and v.dtype in _VECTOR_DTYPES
-            and (v.flags.writeable or not writable))
 
 
 def _optional_bool(value, name):
@@ -345,9 +345,11 @@ class _BatchNorm(RunningStats, Module):
                 or type(self.eps) is not float or not 0.0 <= self.eps < math.inf
                 or not (self.momentum is None
                         or (type(self.momentum) is float and 0.0 <= self.momentum <= 1.0))
-                or not all(_plain_vector(b, C, True) for b in (self.running_mean, self.running_var))
+                or not all(_validate.is_channel_vector(b, C, writable=True)
+                           for b in (self.running_mean, self.running_var))
                 or not (self.weight is None and self.bias is None
-                        or all(_plain_vector(p, C, False) for p in (self.weight, self.bias)))):
+                        or all(_validate.is_channel_vector(p, C)
+                               for p in (self.weight, self.bias)))):
             return None
         weight, bias = (None if p is None else np.array(p, copy=True)
                         for p in (self.weight, self.bias))
@@ -387,9 +389,9 @@ class _BatchNorm(RunningStats, Module):
         sum_g, sum_gx = be.backward(dy.reshape(shape3), x.reshape(shape3), None, g.mean, g.invstd,
                                     be.vector64(g.weight, C, 1.0), be.vector64(g.bias, C, 0.0),
                                     mask, True, dx.reshape(shape3), None)
-        if self.affine and g.weight is not None:
-            self._accumulate_grads({"weight": (sum_gx * g.invstd).astype(g.weight.dtype),
-                                    "bias": sum_g.astype(g.weight.dtype)})
+        if self.affine:
+            dweight, dbias = g.param_grads(sum_g, sum_gx)
+            self._accumulate_grads({"weight": dweight, "bias": dbias})
         return dx
 
     def _frozen_group(self):

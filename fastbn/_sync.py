@@ -250,9 +250,7 @@ class SyncBatchNorm(_BatchNorm):
         zeros = np.zeros(self.num_features)
         sum_g, sum_gx, _ = self._global_sums(zeros, zeros, 0)
         dx = self._empty_like(x) if out is None else out
-        grads = (dx, None, None) if g.weight is None else \
-            (dx, (sum_gx * g.invstd).astype(g.weight.dtype), sum_g.astype(g.weight.dtype))
-        return grads + ((dy,) if has_residual else ())
+        return (dx, *g.param_grads(sum_g, sum_gx)) + ((dy,) if has_residual else ())
 
     def extra_repr(self):
         return super().extra_repr() + f", comm={type(self.comm).__name__}"

@@ -105,6 +105,12 @@ def channel_vector(v, channels, name, *, writable=False):
     return v
 
 
+def is_channel_vector(v, channels, *, writable=False):
+    """Whether ``channel_vector`` takes ``v`` as a NumPy array (a check for the fast paths)."""
+    return (type(v) is np.ndarray and v.shape == (channels,) and v.dtype in _FLOATS
+            and (v.flags.writeable or not writable))
+
+
 def eps_value(eps):
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) \
             or eps < 0:

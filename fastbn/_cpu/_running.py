@@ -12,10 +12,6 @@ from numba import types
 
 from ._jit import F64, VEC_IN, compiled
 
-#: The buffer dtypes taken here.
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 @compiled([(types.Array(t, 1, "C"), types.Array(t, 1, "C"), VEC_IN, VEC_IN, F64)
            for t in (types.float32, types.float64)])
 def update_running(running_mean, running_var, batch_mean, batch_var, momentum):
