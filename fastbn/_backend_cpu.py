@@ -109,6 +109,11 @@ def export(a, like):
     return a
 
 
+def to_host(a):
+    """``a`` as a NumPy array (NumPy arrays as they are): layers keep their grads on the host."""
+    return np.asarray(a)
+
+
 def update_running(running_mean, running_var, batch_mean, batch_var, momentum):
     """``running = (1 - momentum) * running + momentum * batch``, in place, in float64.
 

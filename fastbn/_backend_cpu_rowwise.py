@@ -10,7 +10,7 @@ twin mirrors these names.
 import numpy as np
 
 from . import _dispatch, _memory
-from ._backend_cpu import as_input, cast, like, to_compute, update_running, vector64  # noqa: F401
+from ._backend_cpu import as_input, cast, export, like, to_compute, update_running, vector64  # noqa: F401
 
 name = "cpu"
 

@@ -98,6 +98,19 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1, running_mea
         For bad arguments, before anything is computed or updated; also when a
         channel has a single value (the variance is undefined in training).
     """
+    return _batch_norm_train(x, weight, bias, eps, axis=axis, running_mean=running_mean,
+                             running_var=running_var, momentum=momentum, out=out, device=device,
+                             activation=activation, residual=residual)[:3]
+
+
+def _batch_norm_train(x, weight, bias, eps, *, axis, running_mean, running_var, momentum, out,
+                      device, activation, residual):
+    """:func:`batch_norm_train` returning ``(y, mean, invstd, updated)``.
+
+    ``updated``: whether the running buffers were updated (False without them,
+    or for a batch with non-finite statistics), which the layers count in
+    ``num_batches_tracked`` without looking at statistics that may be on the device.
+    """
     be = _dispatch.backend(x, device)
     prep = _Prepared(be, x, axis)
     if prep.count < 2:
@@ -116,10 +129,11 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1, running_mea
     mean, invstd, m2 = be.train_forward(prep.view(prep.xc), prep.vector(weight, 1.0),
                                         prep.vector(bias, 0.0), eps, prep.view(residual), use_relu,
                                         y3)
-    if running_mean is not None or running_var is not None:
-        be.update_running(running_mean, running_var, mean, be.divide(m2, prep.count - 1),
-                          momentum)
-    return prep.finish(result, out), prep.export(mean), prep.export(invstd)
+    updated = running_mean is not None or running_var is not None
+    if updated:
+        updated = be.update_running(running_mean, running_var, mean,
+                                    be.divide(m2, prep.count - 1), momentum)
+    return prep.finish(result, out), prep.export(mean), prep.export(invstd), updated
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -279,8 +293,9 @@ def _backward(dy, x, mean, invstd, weight, *, axis, out, device, bias, activatio
     dres, dres3 = (None, None)
     if residual and use_relu:
         dres, dres3 = prep.output(None, ())
+    invstd64 = prep.vector(invstd, 1.0)
     args = (prep.view(dy), prep.view(prep.xc), prep.view(output), prep.vector(mean, 0.0),
-            prep.vector(invstd, 1.0), prep.vector(weight, 1.0), prep.vector(bias, 0.0), mask)
+            invstd64, prep.vector(weight, 1.0), prep.vector(bias, 0.0), mask)
     if reduce_sums is None:
         sum_g, sum_gx = be.backward(*args, bool(batch_stats), dx3, dres3)
     else:
@@ -288,7 +303,7 @@ def _backward(dy, x, mean, invstd, weight, *, axis, out, device, bias, activatio
         be.input_grad(*args, sum_g, sum_gx, count, bool(batch_stats), dx3, dres3)
     dweight = dbias = None
     if weight is not None:
-        dweight = prep.export(be.like(be.multiply(sum_gx, prep.vector(invstd, 1.0)), weight))
+        dweight = prep.export(be.like(be.multiply(sum_gx, invstd64), weight))
         dbias = prep.export(be.like(sum_g, weight))
     grads = (prep.finish(result, out), dweight, dbias)
     if residual:

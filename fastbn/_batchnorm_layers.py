@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _dispatch, _memory, _renorm, _validate
-from ._batchnorm import _eval_fast, _plain_shape3, batch_norm, batch_norm_backward, batch_norm_train
+from ._batchnorm import (_batch_norm_train, _eval_fast, _plain_shape3, batch_norm,
+                         batch_norm_backward)
 from ._module import Module, RunningStats, _check_bool
 
 _MAX_RANK = 64  # NumPy's limit, for checking the axis before an input is seen
@@ -36,8 +37,9 @@ _MAX_RANK = 64  # NumPy's limit, for checking the axis before an input is seen
 class _Group(NamedTuple):
     """What backward needs from one (virtual) batch's forward step."""
 
-    mean: np.ndarray          # float64 (C,): the statistics that normalised
-    invstd: np.ndarray
+    mean: object              # float64 (C,): the statistics that normalised (device ones for
+                              # a device input with batch statistics; else NumPy)
+    invstd: object
     weight: object            # copies of the affine parameters used (or None)
     bias: object
     r: object                 # renorm corrections (float64 (C,)) or None
@@ -66,14 +68,17 @@ def _optional_bool(value, name):
     return None if value is None else _check_bool(value, name)
 
 
-def _stats_finite(mean, invstd):
-    """Whether ``batch_norm_train`` updated the running buffers for these statistics.
+def _into(y, s, compute):
+    """``compute(out)`` for ghost batch ``s``, with its first result written to ``y[s]``.
 
-    It skips a batch whose mean or unbiased variance is not finite; then the
-    mean is not finite, or ``invstd = 1 / sqrt(m2 / n + eps)`` is NaN (m2 NaN)
-    or 0 (m2 inf).
+    A NumPy ``y`` is written through ``out=y[s]``; a device ``y`` gets a copy
+    (the functional calls take NumPy ``out`` arrays only).
     """
-    return bool(np.isfinite(mean).all() and not np.isnan(invstd).any() and (invstd != 0).all())
+    out = y[s] if isinstance(y, np.ndarray) else None
+    result = compute(out)
+    if out is None:
+        y[s] = result[0]
+    return result
 
 
 class _BatchNorm(RunningStats, Module):
@@ -247,21 +252,22 @@ class _BatchNorm(RunningStats, Module):
             if update:
                 count, batch_mean, m2 = moments
                 be = _dispatch.backend(x)
-                if be.update_running(rm, rv, batch_mean, m2 / (count - 1), self._factor()):
+                if be.update_running(rm, rv, batch_mean, be.divide(m2, count - 1),
+                                     self._factor()):
                     self.num_batches_tracked += 1
             return y, _Group(mean, invstd, weight, bias, None, None, False)
         r = d = None
         momentum = self._factor() if update else 0.0
         if self.renorm:
             rmax, dmax = self._renorm_limits()
-            y, mean, invstd, r, d = _renorm.batch_renorm_train(
+            y, mean, invstd, r, d, updated = _renorm._batch_renorm_train(
                 x, rm, rv, weight, bias, self.eps, rmax=rmax, dmax=dmax, momentum=momentum,
-                update_running=update, **kw)
+                update_running=update, device=None, **kw)
         else:
-            y, mean, invstd = batch_norm_train(
+            y, mean, invstd, updated = _batch_norm_train(
                 x, weight, bias, self.eps, running_mean=rm if update else None,
-                running_var=rv if update else None, momentum=momentum, **kw)
-        if update and _stats_finite(mean, invstd):
+                running_var=rv if update else None, momentum=momentum, device=None, **kw)
+        if updated:
             self.num_batches_tracked += 1
         return y, _Group(mean, invstd, weight, bias, r, d, True)
 
@@ -279,10 +285,10 @@ class _BatchNorm(RunningStats, Module):
                 return y
         self._check_config()
         be = _dispatch.backend(x)
-        x = be.as_input(x, "x")
+        x = self._input(be, x, "x")
         axis = self._check_input(x)
         if residual is not None:
-            residual = be.as_input(residual, "residual")
+            residual = self._input(be, residual, "residual")
             _validate.same_shape(residual, x.shape, "residual")
         use_batch, update = self._modes()
         slices = self._group_slices(x, axis) if use_batch or update else None
@@ -291,8 +297,11 @@ class _BatchNorm(RunningStats, Module):
             groups = [group]
         else:
             y = self._empty_like(x)
-            groups = [self._step(x[s], None if residual is None else residual[s], y[s],
-                                 use_batch, update)[1] for s in slices]
+            groups = []
+            for s in slices:
+                res = None if residual is None else residual[s]
+                groups.append(_into(y, s, lambda out: self._step(x[s], res, out, use_batch,
+                                                                 update))[1])
         keep = residual is not None and self.activation == "relu"
         self._saved = _Saved(x, y if keep else None, residual is not None, slices, groups)
         return y
@@ -428,7 +437,8 @@ class _BatchNorm(RunningStats, Module):
         dx = self._backward_fast(s, dy)
         if dx is not None:
             return dx
-        dy = _dispatch.backend(s.x).as_input(dy, "dy")
+        be = _dispatch.backend(s.x)
+        dy = self._input(be, dy, "dy")
         _validate.same_shape(dy, s.x.shape, "dy", like="the forward input")
         if callable(s.groups[0]):
             s = s._replace(groups=[s.groups[0]()])
@@ -440,13 +450,14 @@ class _BatchNorm(RunningStats, Module):
             dres = [self._empty_like(s.x)] if s.has_residual else []
             dweight = dbias = 0.0
             for sl, g in zip(s.slices, s.groups):
-                out = None if s.output is None else s.output[sl]
-                gx, gw, gb, *gr = self._group_backward(dy[sl], s.x[sl], out, g, s.has_residual,
-                                                       dx[sl])
+                output = None if s.output is None else s.output[sl]
+                _, gw, gb, *gr = _into(dx, sl, lambda out: self._group_backward(
+                    dy[sl], s.x[sl], output, g, s.has_residual, out))
                 if gr:
                     dres[0][sl] = gr[0]
                 if gw is not None:
-                    dweight, dbias = dweight + gw.astype(np.float64), dbias + gb.astype(np.float64)
+                    dweight = dweight + be.to_host(gw).astype(np.float64)
+                    dbias = dbias + be.to_host(gb).astype(np.float64)
         if self.affine:
             self._accumulate_grads({"weight": dweight, "bias": dbias})
         return (dx, dres[0]) if s.has_residual else dx

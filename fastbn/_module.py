@@ -72,8 +72,27 @@ class Module:
         return np.array(values, dtype=self.dtype if dtype is None else dtype, copy=True)
 
     def _empty_like(self, a):
-        """A new uninitialised array shaped, typed and laid out like ``a``, on ``a``'s device."""
-        return _memory.empty_like(a)
+        """A new uninitialised array shaped, typed and laid out like ``a``, of ``a``'s kind.
+
+        A device ``a`` gets a device array from its backend, as the caller's kind.
+        """
+        if not _dispatch.is_device_array(a):
+            return _memory.empty_like(a)
+        be = _dispatch.backend(a)
+        dev = be.as_input(a, "array")
+        return be.export(be.output(None, dev, be.plan(dev, ()), dev.dtype, ())[0], a)
+
+    @staticmethod
+    def _input(be, a, arg_name):
+        """``a`` checked by backend ``be``: a NumPy array, or the caller's own device array.
+
+        A device input stays the caller's array (a torch tensor, a CuPy or Numba
+        array), so the functional calls return their results as its kind and
+        ghost batches slice it as the caller would.
+        """
+        checked = be.as_input(a, arg_name)
+        return a if _dispatch.is_device_array(a) and _dispatch.is_device_array(checked) \
+            else checked
 
     @staticmethod
     def _host(a):
@@ -137,16 +156,18 @@ class Module:
                 grad[...] = 0
 
     def _accumulate_grads(self, grads):
-        """Add ``{name: gradient}`` to ``grad_<name>`` (nothing when ``requires_grad`` is False)."""
+        """Add ``{name: gradient}`` to ``grad_<name>`` (nothing when ``requires_grad`` is False).
+
+        Gradients of a device input come back to the host first: the layer's arrays are NumPy.
+        """
         if not self.requires_grad:
             return
-        for name, g in grads.items():
-            param, key = getattr(self, name), "grad_" + name
-            if param is None or g is None:
-                continue
-            current = getattr(self, key)
+        host = {name: _dispatch.backend(g).to_host(g) for name, g in grads.items()
+                if g is not None and getattr(self, name) is not None}
+        for name, g in host.items():
+            current = getattr(self, "grad_" + name)
             if current is None:
-                setattr(self, key, self._array(g, param.dtype))
+                setattr(self, "grad_" + name, self._array(g, getattr(self, name).dtype))
             else:
                 current += g
 

@@ -57,7 +57,7 @@ class _RowwiseNorm(Module):
         Raises ValueError/TypeError (naming the argument) before any change.
         """
         weight, bias = self._param_copy("weight"), self._param_copy("bias")
-        y, saved = self._train(_dispatch.backend(x).as_input(x, "x"), weight, bias)
+        y, saved = self._train(self._input(_dispatch.backend(x), x, "x"), weight, bias)
         self._saved = (saved, weight)
         return y
 
@@ -248,7 +248,7 @@ class _InstanceNorm(RunningStats, _RowwiseNorm):
         name = type(self).__name__
         _validate.ranks(x.shape, "x", self._ranks, name)
         unbatched = x.ndim == self._ranks[0]
-        xb = x[None] if unbatched else x
+        xb = x.reshape((1, *x.shape)) if unbatched else x   # device arrays take no None index
         if xb.shape[1] != self.num_features:
             msg = (f"{name}({self.num_features}) expects x with {self.num_features} channels, "
                    f"got shape {tuple(x.shape)}")
@@ -276,7 +276,7 @@ class _InstanceNorm(RunningStats, _RowwiseNorm):
 
     def _grads(self, dy, saved, weight):
         x_shape, xb, mean, invstd, batch_stats = saved
-        dy = _dispatch.backend(xb).as_input(dy, "dy")
+        dy = self._input(_dispatch.backend(xb), dy, "dy")
         _validate.same_shape(dy, x_shape, "dy", like="the forward input")
         dx, dweight, dbias = instance_norm_backward(dy.reshape(xb.shape), xb, mean, invstd, weight,
                                                     batch_stats=batch_stats)

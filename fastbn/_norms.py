@@ -88,6 +88,11 @@ def _forward(be, x, geo, weight, bias, eps, centered):
     return (be.cast(y, x.dtype),) + tuple(s.reshape(geo.stats_shape) for s in stats)
 
 
+def _exported(be, x, results):
+    """``results`` as the kind of the caller's array behind ``x`` (torch in, torch out)."""
+    return tuple(be.export(a, x) for a in results)
+
+
 def _normalize(be, x, geo, mean, invstd, weight, bias):
     """``y`` from given per-row statistics (float64 of ``geo.stats_shape`` or broadcastable)."""
     xc = be.to_compute(x)
@@ -95,7 +100,7 @@ def _normalize(be, x, geo, mean, invstd, weight, bias):
     per_row = lambda v: be.broadcast_rows(v, geo.stats_shape)
     be.normalize(be.rows(xc, geo.R, geo.K), geo.G, geo.inner, per_row(mean), per_row(invstd),
                  be.vector64(weight, geo.channels, 1.0), be.vector64(bias, geo.channels, 0.0), y3)
-    return be.cast(y, x.dtype)
+    return be.export(be.cast(y, x.dtype), x)
 
 
 def _backward(be, dy, x, geo, mean, invstd, weight, centered, batch_stats=True, stats_shapes=()):
@@ -116,9 +121,9 @@ def _backward(be, dy, x, geo, mean, invstd, weight, centered, batch_stats=True, 
                          weight is not None, dx3)
     dx = be.cast(dx, x.dtype)
     if weight is None:
-        return dx, None, None
+        return be.export(dx, x), None, None
     shape_back = lambda g: be.like(g, weight).reshape(weight.shape)
-    return dx, shape_back(dw), (shape_back(db) if centered else None)
+    return _exported(be, x, (dx, shape_back(dw), shape_back(db) if centered else None))
 
 
 # --- layer norm and RMS norm -------------------------------------------------------------------
@@ -152,7 +157,7 @@ def layer_norm_train(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, d
     x = be.as_input(x, "x")
     geo = _layer_rows(x, normalized_shape, weight, bias)
     eps = _validate.eps_value(eps)
-    return _forward(be, x, geo, weight, bias, eps, True)[:3]
+    return _exported(be, x, _forward(be, x, geo, weight, bias, eps, True)[:3])
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, device=None):
@@ -218,7 +223,7 @@ def rms_norm_train(x, normalized_shape, weight=None, eps=None, *, device=None):
     geo = _layer_rows(x, normalized_shape, weight, None)
     eps = _vn.rms_eps(eps, x.dtype)
     y, _, invstd, _ = _forward(be, x, geo, weight, None, eps, False)
-    return y, invstd
+    return _exported(be, x, (y, invstd))
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, device=None):

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _validate
 from . import _validate_norms as _vn
-from ._norms import _backend, _backward, _channel_rows, _forward, _normalize
+from ._norms import _backend, _backward, _channel_rows, _exported, _forward, _normalize
 
 
 def _group_geometry(be, x, num_groups, weight, bias):
@@ -51,7 +51,7 @@ def group_norm_train(x, num_groups, weight=None, bias=None, eps=1e-5, *, device=
         raise ValueError(f"expected more than 1 value per group when training, got x of shape "
                          f"{tuple(x.shape)} with num_groups={num_groups}")
     eps = _validate.eps_value(eps)
-    return _forward(be, x, geo, weight, bias, eps, True)[:3]
+    return _exported(be, x, _forward(be, x, geo, weight, bias, eps, True)[:3])
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, device=None):
@@ -142,7 +142,7 @@ def instance_norm_train(x, weight=None, bias=None, eps=1e-5, *, running_mean=Non
         be.update_running(running_mean, running_var, be.vector64(np.asarray(mean).mean(axis=0),
                                                                  C, 0.0),
                           be.vector64(unbiased.mean(axis=0), C, 0.0), momentum)
-    return y, mean, invstd
+    return _exported(be, x, (y, mean, invstd))
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,

@@ -109,11 +109,25 @@ def batch_renorm_train(x, running_mean, running_var, weight=None, bias=None, eps
     Raises
     ------
     TypeError, ValueError
-        For bad arguments, before anything is computed or updated.
+        For bad arguments, before anything is computed or updated; TypeError
+        for CUDA arrays or ``device="cuda"`` (renorm runs on the CPU only).
+    """
+    return _batch_renorm_train(x, running_mean, running_var, weight, bias, eps, axis=axis,
+                               rmax=rmax, dmax=dmax, momentum=momentum,
+                               update_running=update_running, out=out, device=device,
+                               activation=activation, residual=residual)[:5]
+
+
+def _batch_renorm_train(x, running_mean, running_var, weight, bias, eps, *, axis, rmax, dmax,
+                        momentum, update_running, out, device, activation, residual):
+    """:func:`batch_renorm_train` returning ``(y, mean, invstd, r, d, updated)``.
+
+    ``updated``: whether the running buffers were updated (False without
+    ``update_running`` or for a batch with non-finite statistics).
     """
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required for batch renormalization")
-    prep = _Prepared(_dispatch.backend(x, device), x, axis)
+    prep = _Prepared(_cpu_backend(x, device), x, axis)
     for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                     ("running_var", running_var)):
         _validate.channel_vector(v, prep.channels, name,
@@ -127,9 +141,18 @@ def batch_renorm_train(x, running_mean, running_var, weight=None, bias=None, eps
     w_eff, b_eff = effective_affine(weight, bias, r, d)
     y = batch_norm(x, mean, biased_var, w_eff, b_eff, False, eps=eps, axis=axis, out=out,
                    device=device, activation=activation, residual=residual)
-    if update_running:
-        prep.be.update_running(running_mean, running_var, mean, m2 / (count - 1), momentum)
-    return y, mean, 1.0 / np.sqrt(biased_var + eps), r, d
+    updated = bool(update_running) and prep.be.update_running(
+        running_mean, running_var, mean, m2 / (count - 1), momentum)
+    return y, mean, 1.0 / np.sqrt(biased_var + eps), r, d, updated
+
+
+def _cpu_backend(x, device):
+    """The CPU backend, or a TypeError: r and d are NumPy arithmetic on the batch statistics."""
+    be = _dispatch.backend(x, device)
+    if be.name != "cpu":
+        raise TypeError("batch renormalization (renorm=True) runs on the CPU only, got a CUDA "
+                        "array or device='cuda': pass NumPy arrays, or use renorm=False on the GPU")
+    return be
 
 
 def batch_renorm_backward(dy, x, mean, invstd, r, d, weight=None, *, axis=1, bias=None,
@@ -143,7 +166,13 @@ def batch_renorm_backward(dy, x, mean, invstd, r, d, weight=None, *, axis=1, bia
     -------
     (dx, dweight, dbias) or, with ``residual=True``, (dx, dweight, dbias, dresidual);
     ``dweight``/``dbias`` are None when ``weight`` is None.
+
+    Raises
+    ------
+    TypeError
+        For CUDA arrays or ``device="cuda"`` (renorm runs on the CPU only).
     """
+    _cpu_backend(x, device)
     r, d = np.asarray(r, np.float64), np.asarray(d, np.float64)
     w_eff, b_eff = effective_affine(weight, bias, r, d)
     dx, dxhat_w, dbias, *rest = batch_norm_backward(

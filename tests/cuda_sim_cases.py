@@ -5,7 +5,9 @@ variable must be set before Numba is imported).  Two guards keep the simulator
 honest about what a real GPU allows:
 
 * simulated device arrays get the surface of Numba's real ``DeviceNDArray``:
-  no arithmetic, no ``astype``, no N-D transpose, reshape only without a copy;
+  no arithmetic or comparison (``==`` and ``!=`` are identity), no ``astype``,
+  no N-D transpose, reshape only without a copy, no ``None`` in an index; and
+  NumPy ufuncs refuse them, as they refuse CuPy arrays and torch CUDA tensors;
 * a host NumPy array passed to a kernel fails (it would be copied implicitly).
 
 Tunables are patched small: 4 threads per block, 8-element chunks (and rows of
@@ -19,8 +21,12 @@ import warnings
 import numpy as np
 import pytest
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    pytest.skip("run by test_cuda_sim.py with NUMBA_ENABLE_CUDASIM=1", allow_module_level=True)
+#: "sim" under the simulator (CI), "gpu" on a real GPU (``FASTBN_CUDA_CASES=gpu``).
+MODE = "sim" if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else os.environ.get(
+    "FASTBN_CUDA_CASES")
+if MODE not in ("sim", "gpu"):
+    pytest.skip("run by test_cuda_sim.py: with NUMBA_ENABLE_CUDASIM=1, or on a GPU with "
+                "FASTBN_CUDA_CASES=gpu", allow_module_level=True)
 
 from numba import cuda  # noqa: E402
 from numba.cuda.simulator import kernel as sim_kernel  # noqa: E402
@@ -66,12 +72,32 @@ def _setitem(self, key, value):
     self._ary[key] = value._ary if isinstance(value, FakeCUDAArray) else value
 
 
+_GETITEM = FakeCUDAArray.__getitem__
+
+
+def _getitem(self, key):
+    if any(k is None for k in (key if isinstance(key, tuple) else (key,))):
+        raise TypeError("Numba's DeviceNDArray cannot add an axis with None")
+    return _GETITEM(self, key)
+
+
 @pytest.fixture(autouse=True)
 def honest_simulator(monkeypatch):
-    """Device arrays as strict as real ones, small tunables, no host arrays in kernels."""
+    """Device arrays as strict as real ones, small tunables, no host arrays in kernels.
+
+    On a real GPU only the tunables are patched (the arrays are real).
+    """
+    for name, value in (("THREADS_PER_BLOCK", 4), ("CHUNK_ELEMENTS", 8), ("MAX_TILE_WIDTH", 2),
+                        ("ROW_BLOCK_ELEMENTS", 8)):
+        monkeypatch.setattr(config, name, value)
+    if MODE == "gpu":
+        return
     for op in _ARITHMETIC:
         monkeypatch.setattr(FakeCUDAArray, op, _unsupported)
     monkeypatch.setattr(FakeCUDAArray, "__eq__", object.__eq__)
+    monkeypatch.setattr(FakeCUDAArray, "__ne__", object.__ne__)
+    monkeypatch.setattr(FakeCUDAArray, "__array_ufunc__", None, raising=False)
+    monkeypatch.setattr(FakeCUDAArray, "__getitem__", _getitem)
     monkeypatch.setattr(FakeCUDAArray, "__getattr__", _getattr)
     monkeypatch.setattr(FakeCUDAArray, "transpose", _transpose)
     monkeypatch.setattr(FakeCUDAArray, "reshape", _reshape)
@@ -85,10 +111,6 @@ def honest_simulator(monkeypatch):
         return launch(self, *args)
 
     monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", checked_launch)
-    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 4)
-    monkeypatch.setattr(config, "CHUNK_ELEMENTS", 8)
-    monkeypatch.setattr(config, "MAX_TILE_WIDTH", 2)
-    monkeypatch.setattr(config, "ROW_BLOCK_ELEMENTS", 8)
 
 
 #: (shape, axis): runs with several runs per chunk, runs cut into pieces, rows
@@ -98,7 +120,11 @@ LAYOUTS = [((5, 2, 2), 1), ((1, 2, 11), 1), ((9, 3), 1), ((2, 2, 2, 3), -1)]
 
 def host(a):
     """NumPy copy of a device result (asserting it stayed on the device)."""
-    assert isinstance(a, FakeCUDAArray), f"expected a device array, got {type(a).__name__}"
+    if MODE == "sim":
+        kind = FakeCUDAArray
+    else:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as kind
+    assert isinstance(a, kind), f"expected a device array, got {type(a).__name__}"
     return a.copy_to_host()
 
 
@@ -175,18 +201,18 @@ def test_split_backward_matches_fused(rng):
     x, w, b = data(rng, (3, 2, 5), 1, np.float64)
     dy = rng.normal(size=x.shape)
     be = cuda_backend
-    x3, dy3 = cuda.to_device(x), cuda.to_device(dy)
+    x3, dy3, dx_fused, dx_split = (be.as_input(cuda.to_device(a), "a")
+                                   for a in (x, dy, np.zeros_like(x), np.zeros_like(x)))
     mean, invstd = be.vector64(x.mean(axis=(0, 2)), 2, 0.0), be.vector64(np.ones(2), 2, 1.0)
     w64, b64 = be.vector64(w, 2, 1.0), be.vector64(b, 2, 0.0)
-    dx_fused, dx_split = cuda.device_array(x.shape), cuda.device_array(x.shape)
     fused = be.backward(dy3, x3, None, mean, invstd, w64, b64, be.MASK_RECOMPUTE, True, dx_fused,
                         None)
     sums = be.grad_sums(dy3, x3, None, mean, invstd, w64, b64, be.MASK_RECOMPUTE)
-    be.input_grad(dy3, x3, None, mean, invstd, w64, b64, be.MASK_RECOMPUTE, host(sums[0]),
-                  host(sums[1]), 15, True, dx_split, None)
-    np.testing.assert_array_equal(host(dx_split), host(dx_fused))
+    be.input_grad(dy3, x3, None, mean, invstd, w64, b64, be.MASK_RECOMPUTE,
+                  sums[0].copy_to_host(), sums[1].copy_to_host(), 15, True, dx_split, None)
+    np.testing.assert_array_equal(dx_split.copy_to_host(), dx_fused.copy_to_host())
     for s, f in zip(sums, fused):
-        np.testing.assert_array_equal(host(s), host(f))
+        np.testing.assert_array_equal(s.copy_to_host(), f.copy_to_host())
 
 
 @pytest.mark.parametrize("axis, ddof", [(None, 0), ((0, 2), 1), (2, 0)])

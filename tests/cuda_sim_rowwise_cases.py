@@ -9,18 +9,15 @@ into pieces merged by a second launch -- and both affine kinds: per element
 pieces, folded over the samples).
 """
 
-import os
 
 import numpy as np
 import pytest
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    pytest.skip("run by test_cuda_sim.py with NUMBA_ENABLE_CUDASIM=1", allow_module_level=True)
+# Skips with cuda_sim_cases unless it runs (under the simulator or on a GPU).
+from cuda_sim_cases import close, honest_simulator, host  # noqa: F401 (autouse fixture)
+from numba import cuda
 
-from cuda_sim_cases import close, honest_simulator, host  # noqa: E402, F401 (autouse fixture)
-from numba import cuda  # noqa: E402
-
-import fastbn  # noqa: E402
+import fastbn
 
 F32, F64 = np.float32, np.float64
 

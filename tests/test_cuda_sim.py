@@ -16,6 +16,8 @@
 
 import importlib.util
 import inspect
+import re
+import struct
 import subprocess
 import sys
 import types
@@ -39,15 +41,35 @@ ROOT = Path(__file__).resolve().parents[1]
 _env = subprocess_env
 
 
-@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
-def test_simulator_cases_pass():
+#: The CUDA cases: batch norm and moments, the row-statistics norms, the layers.
+CASE_FILES = ("cuda_sim_cases.py", "cuda_sim_rowwise_cases.py", "cuda_sim_layer_cases.py")
+
+
+def _run_cases(**env):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(ROOT / "tests" / "cuda_sim_cases.py"),
-         str(ROOT / "tests" / "cuda_sim_rowwise_cases.py")],
-        cwd=SUBPROCESS_CWD, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900)
+         *(str(ROOT / "tests" / name) for name in CASE_FILES)],
+        cwd=SUBPROCESS_CWD, env=_env(**env), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+def test_simulator_cases_pass():
+    _run_cases(NUMBA_ENABLE_CUDASIM="1")
+
+
+def _gpu_present():
+    if not HAVE_NUMBA_CUDA:
+        return False
+    from numba import cuda
+    return cuda.is_available()
+
+
+@pytest.mark.skipif(not _gpu_present(), reason="no real GPU on this machine (the simulator "
+                    "runs the same cases)")
+def test_cases_pass_on_the_real_gpu():
+    _run_cases(FASTBN_CUDA_CASES="gpu")
 
 
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
@@ -91,13 +113,6 @@ def test_importing_the_cuda_backend_loads_no_cuda():
     subprocess.run([sys.executable, "-c", code], cwd=SUBPROCESS_CWD, env=_env(), check=True, timeout=120)
 
 
-def _gpu_present():
-    if not HAVE_NUMBA_CUDA:
-        return False
-    from numba import cuda
-    return cuda.is_available()
-
-
 @pytest.mark.skipif(_gpu_present(), reason="a GPU is present")
 @pytest.mark.parametrize("call", [
     lambda x: fastbn.batch_norm(x, np.zeros(3), np.ones(3), device="cuda"),
@@ -131,26 +146,30 @@ def test_numpy_without_row_stack_is_named_before_any_kernel_fails(monkeypatch):
         arrays._cuda_or_reason.cache_clear()
 
 
-class _HostArray(np.ndarray):
-    """A host array standing in for a device array when kernels are only compiled."""
-
-    def copy_to_host(self):
-        return np.asarray(self)
+#: The PTX parameter types of one launch argument (Numba's kernel calling convention).
+def _ptx_params(arg):
+    from fastbn._cuda.devarray import DeviceArray
+    if type(arg) is DeviceArray:
+        return ["u64"] * (5 + 2 * arg.ndim)
+    return {bool: ["u8"], int: ["u64"], float: ["f64"]}[type(arg)]
 
 
 @pytest.fixture
 def compile_instead_of_launch(monkeypatch):
     """Patch the driver so that each launch compiles its kernel to PTX (cc 8.0) instead of running.
 
-    Device functions take the compute capability from the current device;
-    without a GPU it is given here.  Returns the set of compiled signatures.
+    Each launch is compiled with the signature fastbn's launcher computes, and the
+    PTX entry's parameters must be the 8-byte slots the launcher packs.  Memory
+    is host memory (as in the simulator); device functions take the compute
+    capability from the current device, given here without a GPU.  Returns
+    ``(driver, to_device, compiled signatures)``.
     """
     if not HAVE_NUMBA_CUDA:
         pytest.skip("numba-cuda is not installed")
     import numba
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
-    from fastbn._cuda import driver
+    from fastbn._cuda import devarray, driver, launch
 
     monkeypatch.setattr(dispatcher, "get_current_device",
                         lambda: types.SimpleNamespace(compute_capability=(8, 0)))
@@ -158,65 +177,65 @@ def compile_instead_of_launch(monkeypatch):
         cuda.compile_ptx(lambda a: None, (numba.float64[::1],), cc=(8, 0))
     except Exception as exc:  # NVVM/NVRTC libraries missing: nothing to compile with
         pytest.skip(f"cannot compile PTX here: {str(exc).splitlines()[0]}")
+    monkeypatch.setattr(devarray, "simulated", lambda: True)
     compiled = set()
 
-    def compile_only(kernel, blocks, *args):
-        sig = tuple(numba.typeof(a) for a in args)
+    def compile_only(kernel, blocks, threads, shared_bytes, *args):
+        sig = launch.signature(args)
         key = (kernel.py_func.__module__, kernel.py_func.__name__, sig)
         if key not in compiled:
-            cuda.compile_ptx(kernel.py_func, sig, cc=(8, 0))
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(8, 0))
+            entry = ptx[ptx.index(".entry"):]
+            params = re.findall(r"\.param\s+\.(\w+)", entry[:entry.index(")")])
+            assert params == [p for a in args for p in _ptx_params(a)], key
+            assert struct.calcsize(launch.parameter_format(args)) == 8 * len(params)
             compiled.add(key)
 
-    monkeypatch.setattr(driver, "_launch", compile_only)
-    monkeypatch.setattr(driver, "_launch_vector", compile_only)
-    monkeypatch.setattr(driver, "empty", lambda shape, dtype=np.float64:
-                        np.zeros(shape, dtype).view(_HostArray))
-    monkeypatch.setattr(driver, "device_vector", lambda v: np.asarray(v, np.float64))
-    monkeypatch.setattr(driver, "cuda_module", lambda: types.SimpleNamespace(
-        to_device=lambda a: np.asarray(a).view(_HostArray)))
-    return driver, compiled
+    monkeypatch.setattr(driver, "launch", compile_only)
+    return driver, devarray.to_device, compiled
 
 
-def _compile_rowwise_launches(monkeypatch):
+def _compile_rowwise_launches(monkeypatch, dev):
     """Every launch of ``rowwise_driver``: both row paths, both affine kinds, both dtypes."""
     from fastbn._cuda import config
     from fastbn._cuda import rowwise_driver as rowwise
     for row_block in (config.ROW_BLOCK_ELEMENTS, 4):   # (1, 4, 6): whole rows, then pieces
         monkeypatch.setattr(config, "ROW_BLOCK_ELEMENTS", row_block)
         for dtype in (np.float32, np.float64):
-            x = np.zeros((1, 4, 6), dtype)
-            r = np.zeros(4)
+            x = dev(np.zeros((1, 4, 6), dtype))
+            r = dev(np.zeros(4))
             for G, inner in ((2, 3), (1, 1)):   # per-channel affine, per-element affine
-                w = np.zeros(G * 6 // inner)
+                w = dev(np.zeros(G * 6 // inner))
                 rowwise.forward(x, G, inner, w, w, 1e-5, True, x)
                 rowwise.normalize(x, G, inner, r, r, w, w, x)
                 rowwise.backward(x, x, G, inner, r, r, w, True, True, True, x)
-    rowwise.repeated(np.zeros(3), 6)
+    rowwise.repeated(dev(np.zeros(3)), 6)
 
 
 @pytest.mark.slow
 def test_every_launch_compiles_for_the_gpu(compile_instead_of_launch, monkeypatch):
-    driver, compiled = compile_instead_of_launch
-    _compile_rowwise_launches(monkeypatch)
+    driver, dev, compiled = compile_instead_of_launch
+    _compile_rowwise_launches(monkeypatch, dev)
+    v3 = lambda dtype=np.float64: dev(np.zeros(3, dtype))
     for dtype in (np.float32, np.float64):
         for shape in ((2, 3, 4), (5, 3, 1)):   # channel runs, channel-contiguous rows
-            x = np.zeros(shape, dtype)
-            v = np.zeros(shape[1])
+            x = dev(np.zeros(shape, dtype))
+            v = v3()
             driver.train_forward(x, v, v, 1e-5, None, False, x)
             driver.normalize(x, v, v, v, v, x, True, x)
             for mask in range(3):
                 driver.backward(x, x, x if mask == 2 else None, v, v, v, v, mask, True, x, None)
             driver.backward(x, x, x, v, v, v, v, 2, False, x, x)
-        driver.converted(np.zeros(3, dtype), np.float64)
-        driver.converted(np.zeros(3), dtype)
-        driver.blend(np.zeros(3, dtype), np.zeros(3), 0.1)
-    driver.converted(np.zeros(3), np.float16)
-    driver.converted(np.zeros(3, np.float16), np.float64)
+        driver.converted(v3(dtype), np.float64)
+        driver.converted(v3(), dtype)
+        driver.blend_if_finite(v3(dtype), None, v3(), v3(), 0.1)
+    driver.converted(v3(), np.float16)
+    driver.converted(v3(np.float16), np.float64)
     driver.filled(3, 1.0)
-    driver.divide(np.zeros(3), 2)
-    driver.multiply(np.zeros(3), np.zeros(3))
-    driver.inverse_std(np.zeros(3), 1.0, 1e-5)
-    assert driver.all_finite(np.zeros(3), np.zeros(3))
+    driver.divide(v3(), 2)
+    driver.multiply(v3(), v3())
+    driver.inverse_std(v3(), 1.0, 1e-5)
+    assert driver.all_finite(v3(), v3())
     from fastbn._cuda import _kernels_common, _kernels_rows, _kernels_rowwise, _kernels_runs
     defined = {(m.__name__, n)
                for m in (_kernels_common, _kernels_rows, _kernels_runs, _kernels_rowwise)

@@ -16,8 +16,12 @@ from ._jit import kernel
 
 
 @kernel
-def merge_partials(part, moments, out):
-    """``out[:, c]`` = the merge of ``part[c, :]``: moments (Chan) or sums (addition)."""
+def merge_partials(part, moments, eps, out):
+    """``out[:3, c]`` = the merge of ``part[c, :]``: moments (Chan) or sums (addition).
+
+    A fourth row of ``out`` receives ``1 / sqrt(m2 / count + eps)``: the
+    normalisation needs it next, and this saves a launch.
+    """
     sh = cuda.shared.array(0, float64)
     c = cuda.blockIdx.x
     t = cuda.threadIdx.x
@@ -30,6 +34,8 @@ def merge_partials(part, moments, out):
         out[0, c] = a0
         out[1, c] = a1
         out[2, c] = a2
+        if out.shape[0] == 4:
+            out[3, c] = inverse_std(a2 / a0, eps)
 
 
 @kernel
@@ -78,8 +84,30 @@ def flag_nonfinite(a, b, flag):
 
 
 @kernel
-def blend(buf, batch, momentum):
-    """``buf = (1 - momentum) * buf + momentum * batch`` in float64, in place."""
-    c = cuda.grid(1)
-    if c < buf.shape[0]:
-        buf[c] = (1.0 - momentum) * float64(buf[c]) + momentum * batch[c]
+def blend_if_finite(running_mean, running_var, has_mean, has_var, batch_mean, batch_var,
+                    momentum, skipped):
+    """``running = (1 - momentum) * running + momentum * batch`` unless a statistic is not finite.
+
+    One block: every thread checks its channels, the block agrees
+    (``syncthreads_or``), then either both buffers blend (float64 arithmetic) or
+    neither does; ``skipped[0]`` says which.  Absent buffers (``has_*`` False)
+    are stand-ins that are never written.
+    """
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    C = batch_mean.shape[0]
+    bad = 0
+    for c in range(t, C, T):
+        if not (math.isfinite(batch_mean[c]) and math.isfinite(batch_var[c])):
+            bad = 1
+    if cuda.syncthreads_or(bad):
+        if t == 0:
+            skipped[0] = 1
+        return
+    if t == 0:
+        skipped[0] = 0
+    for c in range(t, C, T):
+        if has_mean:
+            running_mean[c] = (1.0 - momentum) * float64(running_mean[c]) + momentum * batch_mean[c]
+        if has_var:
+            running_var[c] = (1.0 - momentum) * float64(running_var[c]) + momentum * batch_var[c]

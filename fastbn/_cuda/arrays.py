@@ -1,11 +1,10 @@
 """Device arrays for the CUDA backend: import, views, layouts and the caller's array kind.
 
-Internally every array is a Numba device array (or, under the CUDA simulator,
-Numba's simulated one).  Objects exposing ``__cuda_array_interface__`` (CuPy,
-PyTorch CUDA tensors) are viewed without a copy; results go back to the
-caller's kind without a copy too (:func:`export`).  Views with another shape or
-strides are built from the CUDA array interface, because Numba's device arrays
-reshape only contiguous arrays and transpose only 2-D ones.
+Internally every array is a :class:`~.devarray.DeviceArray` (a pointer, a
+shape, strides and a dtype).  Objects exposing ``__cuda_array_interface__``
+(Numba, CuPy, PyTorch CUDA tensors) and the simulator's device arrays are
+viewed without a copy; results go back to the caller's kind without a copy too
+(:func:`export`).
 """
 
 import functools
@@ -14,6 +13,8 @@ import re
 import numpy as np
 
 from .. import _validate
+from . import devarray
+from .devarray import DeviceArray, c_strides
 from .errors import CudaUnavailableError
 
 
@@ -77,61 +78,94 @@ def cuda_module():
 
 
 def is_device(a):
-    return hasattr(a, "__cuda_array_interface__") or hasattr(a, "__cuda_ndarray__")
+    return (type(a) is DeviceArray or hasattr(a, "__cuda_ndarray__")
+            or hasattr(a, "__cuda_array_interface__"))
 
 
 def dtype_of(a):
     """The NumPy dtype of a NumPy, Numba, CuPy or PyTorch array."""
+    if type(a) is DeviceArray:
+        return a.dtype
     if hasattr(a, "__cuda_array_interface__") and not hasattr(a, "__cuda_ndarray__"):
         return np.dtype(a.__cuda_array_interface__["typestr"])
     return np.dtype(a.dtype)
 
 
 def as_device(x, arg_name):
-    """``x`` as a Numba device array: device arrays as views, host arrays copied to the GPU."""
-    cuda = cuda_module()
-    if hasattr(x, "__cuda_ndarray__"):
-        dev = x
-    elif hasattr(x, "__cuda_array_interface__"):
-        dev = cuda.as_cuda_array(x)
+    """``x`` as a :class:`DeviceArray`: device arrays viewed, host arrays copied to the GPU.
+
+    Data that another CUDA stream may still be writing (the array interface names
+    a stream other than the legacy default one, which fastbn's kernels run on and
+    which waits for the other blocking streams) is waited for first.
+    """
+    if type(x) is DeviceArray:
+        return x
+    cuda_module()
+    iface = getattr(x, "__cuda_array_interface__", None)  # a property: torch's takes 3.5 us
+    if iface is not None:
+        dev = _from_interface(x, iface)
+    elif hasattr(x, "__cuda_ndarray__"):
+        dev = _from_simulated(x)   # the simulator's device arrays wrap NumPy arrays
     else:
-        return cuda.to_device(np.ascontiguousarray(_validate.as_float_array(x, arg_name)))
+        return devarray.to_device(_validate.as_float_array(x, arg_name))
     _validate.float_dtype(dev.dtype, arg_name)
     return dev
 
 
+def _from_interface(owner, iface):
+    """The :class:`DeviceArray` described by a CUDA array interface dict."""
+    if iface.get("mask") is not None:
+        raise TypeError("masked CUDA arrays are not supported")
+    dtype = np.dtype(iface["typestr"])
+    shape = tuple(iface["shape"])
+    strides = iface.get("strides") or c_strides(shape, dtype.itemsize)
+    if any(s < 0 for s in strides):
+        raise ValueError("device arrays with negative strides are not supported")
+    stream = iface.get("stream")
+    if stream not in (None, 1):   # 1: the legacy default stream, which fastbn's kernels use
+        devarray.synchronize_stream(stream)
+    return DeviceArray(iface["data"][0], shape, strides, dtype, owner)
+
+
+def _from_simulated(x):
+    ary = x._ary
+    return DeviceArray(ary.ctypes.data, ary.shape, ary.strides, ary.dtype, x)
+
+
 def to_host(a):
     """A NumPy copy of a device array (NumPy arrays are returned as they are)."""
-    return a.copy_to_host() if is_device(a) else a
+    return devarray.to_host(as_device(a, "array")) if is_device(a) else a
+
+
+def numba_view(a):
+    """Device array ``a`` as a Numba device array over the same memory (a simulated one there)."""
+    if devarray.simulated():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        return FakeCUDAArray(devarray.host_view(a))
+    return cuda_module().from_cuda_array_interface(a.__cuda_array_interface__, owner=a,
+                                                   sync=False)
 
 
 def export(a, like):
-    """``a`` as the kind of the caller's device array ``like``: a CuPy array or a torch tensor.
+    """``a`` as the kind of the caller's array ``like``: a torch tensor, a CuPy or Numba array.
 
-    Zero-copy through the CUDA array interface.  Numba device arrays, host
-    ``like`` objects and host scalars leave ``a`` as it is.
+    Zero-copy through the CUDA array interface.  ``like`` may be the backend's
+    view of the caller's array (its owner is then the caller's).  Results for
+    host inputs (with ``device="cuda"``) are Numba device arrays; host scalars
+    stay as they are.
     """
-    if not is_device(a) or hasattr(like, "__cuda_ndarray__") \
-            or not hasattr(like, "__cuda_array_interface__"):
+    if type(a) is not DeviceArray:
         return a
+    if type(like) is DeviceArray:
+        like = like.owner
     library = type(like).__module__.partition(".")[0]
-    if library == "torch":
+    if library == "torch" and getattr(like, "is_cuda", False):
         import torch
         return torch.as_tensor(a, device=like.device)
-    if library == "cupy":
+    if library == "cupy" and hasattr(like, "__cuda_array_interface__"):
         import cupy
         return cupy.asarray(a)
-    return a
-
-
-def c_strides(shape, itemsize):
-    """Byte strides of a C-contiguous array of ``shape``."""
-    strides = []
-    step = itemsize
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
+    return numba_view(a)
 
 
 def layout_strides(shape, perm, itemsize):
@@ -151,11 +185,7 @@ def is_dense(a, perm):
 
 def memory_view(a, shape, strides):
     """A view of ``a``'s memory from its first element, with another shape and byte strides."""
-    iface = getattr(a, "__cuda_array_interface__", None)
-    if iface is None:  # Numba's simulated device arrays wrap host memory
-        return type(a)(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
-    desc = dict(iface, shape=tuple(shape), strides=tuple(strides))
-    return cuda_module().from_cuda_array_interface(desc, owner=a, sync=False)
+    return a.view(tuple(shape), tuple(strides))
 
 
 def empty_in_layout(shape, perm, dtype):
@@ -165,10 +195,10 @@ def empty_in_layout(shape, perm, dtype):
     view of it in the original axis order.
     """
     dtype = np.dtype(dtype)
-    buf = cuda_module().device_array(tuple(shape[a] for a in perm), dtype)
-    return memory_view(buf, shape, layout_strides(shape, perm, dtype.itemsize)), buf
+    buf = devarray.empty(tuple(shape[a] for a in perm), dtype)
+    return buf.view(tuple(shape), layout_strides(shape, perm, dtype.itemsize)), buf
 
 
 def copy_into(dst, src):
     """``dst[...] = src`` on the device for any strides, converting the dtype (Numba's kernel)."""
-    dst[:] = src
+    numba_view(dst)[:] = numba_view(src)

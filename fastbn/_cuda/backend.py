@@ -113,7 +113,7 @@ def multiply(a, b):
 def kept_shape(v, x_shape, view_plan):
     """A per-kept-position vector as a view in the kept axes' shape (a host scalar for none)."""
     if not view_plan.kept_axes:
-        return v[0]
+        return arrays.to_host(v)[0]
     axes = sorted(view_plan.kept_axes)
     ordered = arrays.c_strides([x_shape[a] for a in view_plan.kept_axes], v.dtype.itemsize)
     strides = [ordered[view_plan.kept_axes.index(a)] for a in axes]
@@ -128,23 +128,26 @@ def export(a, like):
 def update_running(running_mean, running_var, batch_mean, batch_var, momentum):
     """``running = (1 - momentum) * running + momentum * batch``, in place, in float64.
 
-    Runs on the device (host buffers are updated on the host from the tiny
-    statistics).  A batch with non-finite statistics is skipped with a warning:
-    one flag comes back to decide.  Returns whether it updated.
+    Device buffers are updated on the device in one launch; host buffers on the
+    host from the tiny statistics.  A batch with non-finite statistics is skipped
+    with a warning (one flag comes back to decide).  Returns whether it updated.
     """
     driver = _driver()
-    if not driver.all_finite(batch_mean, batch_var):
+    device = [None if b is None or not arrays.is_device(b) else arrays.as_device(b, "running")
+              for b in (running_mean, running_var)]
+    if device[0] is not None or device[1] is not None:
+        updated = driver.blend_if_finite(*device, batch_mean, batch_var, momentum)
+    else:
+        updated = driver.all_finite(batch_mean, batch_var)
+    if updated:
+        for buf, batch in ((running_mean, batch_mean), (running_var, batch_var)):
+            if buf is not None and not arrays.is_device(buf):
+                batch_host = batch.copy_to_host()
+                buf[...] = (1.0 - momentum) * buf.astype(np.float64) + momentum * batch_host
+    if not updated:
         warnings.warn("batch statistics are not finite (NaN or inf in the input): running "
                       "statistics were not updated", RuntimeWarning, stacklevel=4)
-        return False
-    for buf, batch in ((running_mean, batch_mean), (running_var, batch_var)):
-        if buf is None:
-            continue
-        if arrays.is_device(buf):
-            driver.blend(arrays.as_device(buf, "running"), batch, momentum)
-        else:
-            buf[...] = (1.0 - momentum) * buf.astype(np.float64) + momentum * batch.copy_to_host()
-    return True
+    return updated
 
 
 def moments(x3):
@@ -178,3 +181,11 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
                batch_stats, dx3, dres3):
     _driver().input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, count,
                          batch_stats, dx3, dres3)
+
+
+def to_host(a):
+    """A NumPy copy of a device array of any kind (torch, CuPy, Numba); host arrays as they are.
+
+    The layers keep their parameter gradients on the host whatever the input.
+    """
+    return arrays.as_device(a, "array").copy_to_host() if arrays.is_device(a) else np.asarray(a)

@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from . import arrays
+from . import arrays, devarray
 from . import backend as _backend
-from .backend import as_input, cast, like, to_compute, update_running  # noqa: F401
+from .backend import as_input, cast, export, like, to_compute, update_running  # noqa: F401
 
 name = "cuda"
 
@@ -48,7 +48,7 @@ def rows(x, R, K):
 
 def empty_rows(shape, dtype, R, K):
     """A new C-contiguous device array of ``shape`` and its ``(1, R, K)`` view."""
-    full = arrays.cuda_module().device_array(tuple(shape), np.dtype(dtype))
+    full = devarray.empty(tuple(shape), dtype)
     return full, _view(full, (1, R, K))
 
 

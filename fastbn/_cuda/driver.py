@@ -12,8 +12,9 @@ import numpy as np
 from . import _kernels_common as common
 from . import _kernels_rows as rows
 from . import _kernels_runs as runs
-from . import config
-from .arrays import cuda_module, is_device
+from . import config, devarray
+from .arrays import as_device, is_device
+from .launch import launch
 
 
 def _threads():
@@ -27,22 +28,24 @@ def _threads():
 def _launch(kernel, blocks, *args):
     """Launch ``kernel`` on ``blocks`` blocks with shared memory for the block merge."""
     T = _threads()
-    kernel[blocks, T, 0, 3 * T * 8](*args)
+    launch(kernel, blocks, T, 3 * T * 8, *args)
 
 
 def _launch_vector(kernel, n, *args):
     """Launch a one-thread-per-channel kernel over ``n`` channels."""
     T = _threads()
-    kernel[-(-n // T), T](*args)
+    launch(kernel, -(-n // T), T, 0, *args)
 
 
 def empty(shape, dtype=np.float64):
-    return cuda_module().device_array(shape, dtype)
+    return devarray.empty((shape,) if isinstance(shape, int) else shape, dtype)
 
 
 def device_vector(v):
     """A per-channel float64 vector on the device (host vectors are copied up: they are tiny)."""
-    return v if is_device(v) else cuda_module().to_device(np.ascontiguousarray(v, np.float64))
+    if is_device(v):
+        return as_device(v, "vector")
+    return devarray.to_device(np.ascontiguousarray(v, np.float64))
 
 
 def filled(n, value):
@@ -72,14 +75,24 @@ def multiply(a, b):
 
 def all_finite(a, b):
     """Whether vectors ``a`` and ``b`` are finite (one int comes back to the host)."""
-    flag = cuda_module().to_device(np.zeros(1, np.int32))
+    flag = devarray.to_device(np.zeros(1, np.int32))
     _launch_vector(common.flag_nonfinite, a.shape[0], a, b, flag)
-    return not flag.copy_to_host()[0]
+    return not devarray.to_host(flag)[0]
 
 
-def blend(buf, batch, momentum):
-    """``buf = (1 - momentum) * buf + momentum * batch`` in place (float64 arithmetic)."""
-    _launch_vector(common.blend, buf.shape[0], buf, batch, float(momentum))
+def blend_if_finite(running_mean, running_var, batch_mean, batch_var, momentum):
+    """Blend the batch statistics into the device running buffers (either may be None) in place.
+
+    Skips both when a statistic is not finite; returns whether it blended.  One
+    launch, and one int comes back to the host.
+    """
+    skipped = empty(1, np.int32)
+    launch(common.blend_if_finite, 1, _threads(), 0,
+           batch_mean if running_mean is None else running_mean,
+           batch_mean if running_var is None else running_var,
+           running_mean is not None, running_var is not None, batch_mean, batch_var,
+           float(momentum), skipped)
+    return not devarray.to_host(skipped)[0]
 
 
 def _runs_chunks(O, I):
@@ -104,16 +117,19 @@ def _rows(a3):
     return a3.reshape(a3.shape[0], a3.shape[1])
 
 
-def _merge(part, moments):
-    """``(3, C)``: per channel ``(count, mean, m2)`` (moments) or ``(sum, sum, 0)``."""
+def _merge(part, moments, eps=None):
+    """Per channel ``(count, mean, m2)`` (moments) or ``(sum, sum, 0)``, as rows of a ``(3, C)``.
+
+    With ``eps`` (moments) a fourth row holds ``invstd = 1 / sqrt(m2 / count + eps)``.
+    """
     C = part.shape[0]
-    out = empty((3, C))
-    _launch(common.merge_partials, C, part, moments, out)
+    out = empty((3 if eps is None else 4, C))
+    _launch(common.merge_partials, C, part, moments, 0.0 if eps is None else float(eps), out)
     return out
 
 
-def moments(x3):
-    """Per-channel ``(count, mean, m2)`` over axes 0 and 2 of ``x3``, float64 device vectors."""
+def _moment_partials(x3):
+    """Per channel and chunk ``(count, mean, m2)`` of ``x3`` (reduced over axes 0 and 2)."""
     O, C, I = x3.shape
     if I == 1:
         rows_per_block, tile, nrb, blocks = _rows_tiles(O, C)
@@ -123,7 +139,12 @@ def moments(x3):
         group, width, nsub, nch = _runs_chunks(O, I)
         part = empty((C, nch, 3))
         _launch(runs.moment_partials, C * nch, x3, group, width, nsub, part)
-    out = _merge(part, True)
+    return part
+
+
+def moments(x3):
+    """Per-channel ``(count, mean, m2)`` over axes 0 and 2 of ``x3``, float64 device vectors."""
+    out = _merge(_moment_partials(x3), True)
     return out[0], out[1], out[2]
 
 
@@ -151,9 +172,8 @@ def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
 
 def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
     """Batch statistics and the normalised output; returns ``(mean, invstd, m2)``."""
-    O, _, I = x3.shape
-    _, mean, m2 = moments(x3)
-    invstd = inverse_std(m2, O * I, eps)
+    out = _merge(_moment_partials(x3), True, eps)
+    mean, m2, invstd = out[1], out[2], out[3]
     normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3)
     return mean, invstd, m2
 

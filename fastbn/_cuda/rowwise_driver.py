@@ -48,8 +48,8 @@ def forward(x3, G, inner, weight, bias, eps, centered, y3):
     width, nch = _chunks(K)
     part = base.empty((R, nch, 3))
     base._launch(rw.moment_partials, R * nch, x3, width, bool(centered), part)
-    merged = base._merge(part, True)
-    invstd = base.inverse_std(merged[2], K, eps)
+    merged = base._merge(part, True, eps)
+    invstd = merged[3]
     normalize(x3, G, inner, merged[1], invstd, weight, bias, y3)
     return merged[1], invstd, base.divide(merged[2], K)
 
