@@ -230,11 +230,12 @@ def test_moments(rng, axis, ddof):
 
 
 def test_layouts_without_copy_and_with(rng):
-    """F-ordered input maps to a view; a strided slice is copied on the device; both are right."""
+    """F-ordered input maps to a view; strided and reversed slices are copied on the device."""
     x = rng.normal(size=(2, 3, 8))
     w = rng.normal(size=3)
     for dev, ref in ((cuda.to_device(np.asfortranarray(x)), x),
-                     (cuda.to_device(x)[:, :, ::2], x[:, :, ::2])):
+                     (cuda.to_device(x)[:, :, ::2], x[:, :, ::2]),
+                     (cuda.to_device(x)[:, ::-1, ::-2], x[:, ::-1, ::-2])):
         y, mean, _ = fastbn.batch_norm_train(dev, w)
         want, want_mean, _ = fastbn.batch_norm_train(ref, w)
         close(y, want, np.float64)

@@ -119,8 +119,6 @@ def _from_interface(owner, iface):
     dtype = np.dtype(iface["typestr"])
     shape = tuple(iface["shape"])
     strides = iface.get("strides") or c_strides(shape, dtype.itemsize)
-    if any(s < 0 for s in strides):
-        raise ValueError("device arrays with negative strides are not supported")
     stream = iface.get("stream")
     if stream not in (None, 1):   # 1: the legacy default stream, which fastbn's kernels use
         devarray.synchronize_stream(stream)

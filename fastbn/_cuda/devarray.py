@@ -22,7 +22,10 @@ from numba.core import config
 
 
 class DeviceArray:
-    """A strided view of device memory (``strides`` in bytes, all >= 0).
+    """A strided view of device memory (``strides`` in bytes; ``ptr`` is the first element's).
+
+    Views of the caller's arrays may have negative strides (a reversed CuPy
+    array); the backend copies those to a dense array before any kernel runs.
 
     ``owner`` keeps the memory alive: an allocation, the caller's array
     (a torch tensor, a CuPy or Numba array) or, in the simulator, a NumPy
