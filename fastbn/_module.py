@@ -91,8 +91,7 @@ class Module:
         ghost batches slice it as the caller would.
         """
         checked = be.as_input(a, arg_name)
-        return a if _dispatch.is_device_array(a) and _dispatch.is_device_array(checked) \
-            else checked
+        return a if _dispatch.is_device_array(a) else checked
 
     @staticmethod
     def _host(a):

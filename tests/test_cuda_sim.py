@@ -146,8 +146,8 @@ def test_numpy_without_row_stack_is_named_before_any_kernel_fails(monkeypatch):
         arrays._cuda_or_reason.cache_clear()
 
 
-#: The PTX parameter types of one launch argument (Numba's kernel calling convention).
 def _ptx_params(arg):
+    """The PTX parameter types of one launch argument (Numba's kernel calling convention)."""
     from fastbn._cuda.devarray import DeviceArray
     if type(arg) is DeviceArray:
         return ["u64"] * (5 + 2 * arg.ndim)

@@ -86,8 +86,9 @@ def dtype_of(a):
     """The NumPy dtype of a NumPy, Numba, CuPy or PyTorch array."""
     if type(a) is DeviceArray:
         return a.dtype
-    if hasattr(a, "__cuda_array_interface__") and not hasattr(a, "__cuda_ndarray__"):
-        return np.dtype(a.__cuda_array_interface__["typestr"])
+    iface = getattr(a, "__cuda_array_interface__", None)  # evaluated once: a property
+    if iface is not None and not hasattr(a, "__cuda_ndarray__"):
+        return np.dtype(iface["typestr"])
     return np.dtype(a.dtype)
 
 

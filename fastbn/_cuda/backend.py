@@ -140,8 +140,8 @@ def update_running(running_mean, running_var, batch_mean, batch_var, momentum):
     else:
         updated = driver.all_finite(batch_mean, batch_var)
     if updated:
-        for buf, batch in ((running_mean, batch_mean), (running_var, batch_var)):
-            if buf is not None and not arrays.is_device(buf):
+        for buf, dev, batch in zip((running_mean, running_var), device, (batch_mean, batch_var)):
+            if buf is not None and dev is None:   # a host buffer
                 batch_host = batch.copy_to_host()
                 buf[...] = (1.0 - momentum) * buf.astype(np.float64) + momentum * batch_host
     if not updated:
@@ -188,4 +188,4 @@ def to_host(a):
 
     The layers keep their parameter gradients on the host whatever the input.
     """
-    return arrays.as_device(a, "array").copy_to_host() if arrays.is_device(a) else np.asarray(a)
+    return np.asarray(arrays.to_host(a))
