@@ -196,6 +196,22 @@ def test_backward(rng, shape, axis, dtype, mode):
         close(g, r, dtype)
 
 
+#: Chunks longer than a thread's unrolled step (``UNROLL * T`` = 16 elements) with
+#: ``CHUNK_ELEMENTS`` 40: grouped runs narrower and wider than ``T`` (27 and 35
+#: elements), a run cut into pieces of 40 and 10, 20-row blocks (45 rows).
+LONG_CHUNKS = [((9, 2, 3), 1), ((7, 2, 5), 1), ((2, 2, 50), 1), ((45, 3), 1)]
+
+
+@pytest.mark.parametrize("shape, axis", LONG_CHUNKS)
+def test_walks_of_several_unrolled_steps(rng, monkeypatch, shape, axis):
+    """Every walk kernel over chunks of whole unrolled steps and a part-filled last one."""
+    monkeypatch.setattr(config, "CHUNK_ELEMENTS", 40)
+    test_train_forward_and_running_update(rng, shape, axis, np.float32, "residual")
+    test_eval_forward(rng, shape, axis, np.float64, None)
+    test_backward(rng, shape, axis, np.float32, "relu")
+    test_backward(rng, shape, axis, np.float64, "residual")
+
+
 def test_split_backward_matches_fused(rng):
     """``grad_sums`` then ``input_grad`` (what SyncBatchNorm runs) equals ``backward``."""
     x, w, b = data(rng, (3, 2, 5), 1, np.float64)

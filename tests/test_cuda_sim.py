@@ -72,6 +72,35 @@ def test_cases_pass_on_the_real_gpu():
     _run_cases(FASTBN_CUDA_CASES="gpu")
 
 
+@pytest.mark.skipif(not _gpu_present(), reason="no real GPU on this machine (the simulator "
+                    "has no device memory to free)")
+def test_device_memory_is_freed_from_threads_without_a_context():
+    """More than the GPU holds, 1 GiB at a time, each last dropped in a thread new to CUDA.
+
+    Such a thread has no current context, where a bare ``cuMemFreeAsync``
+    fails and leaks: the loop would then run out of memory.
+    """
+    import gc
+    import threading
+
+    from fastbn._cuda import devarray
+    devarray.ensure_context()
+    total = devarray.driver().cuMemGetInfo()[2]
+    chunk = 1 << 30
+
+    def drop(holder):
+        holder.clear()
+        gc.collect()
+
+    for _ in range(total // chunk + 8):
+        holder = [devarray.empty((chunk,), np.uint8)]
+        worker = threading.Thread(target=drop, args=(holder,))
+        worker.start()
+        worker.join()
+        assert not holder
+    devarray.synchronize_stream(0)
+
+
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
 def test_gpu_bench_correctness_part_runs_under_the_simulator():
     bench = ROOT / "benchmarks" / "gpu_bench.py"

@@ -11,7 +11,7 @@ accumulate and normalise in float64 on the GPU and in the CUDA simulator alike
 (where NumPy's scalar rules would otherwise keep float32 arithmetic in float32).
 """
 
-from numba import cuda
+from numba import cuda, float64
 
 from .. import _welford
 from .._cpu import _primitives
@@ -20,6 +20,10 @@ from .._cpu import _primitives
 def _twin(fn):
     """``fn`` (plain Python) compiled as a CUDA device function."""
     return cuda.jit(device=True)(fn)
+
+
+#: Elements of its walk that a thread loads before it uses any (loads in flight per thread).
+UNROLL = 4
 
 
 chan_merge = _twin(_welford.chan_merge)
@@ -114,11 +118,44 @@ def walk_start(t, o0, i0, w):
 
 
 @cuda.jit(device=True)
-def walk_next(o, i, i0, w, step_o, step_i):
-    """The element ``T`` places on (``T = step_o * w + step_i``): no division per element."""
+def walk_next(o, i, i0, w, step_o, step_i, carry):
+    """The element ``T`` places on (``T = step_o * w + step_i``): no division per element.
+
+    ``o`` moves ``carry`` more when ``i`` wraps: 1 for a run index, or the
+    flat offset from the end of a chunk's run to the start of the next.
+    """
     o += step_o
     i += step_i
     if i >= i0 + w:
         i -= w
-        o += 1
+        o += carry
     return o, i
+
+
+@cuda.jit(device=True)
+def walk_ahead(p, walk, e, i):
+    """Flat offsets of the walk's next ``UNROLL`` elements from ``(e, i)`` into ``p``.
+
+    ``walk`` is ``(e, i, e1, i0, w, step_e, step_i, carry)`` (see ``_walks``).
+    Returns ``(e, i, n)``: where the next step starts and how many offsets
+    lie before ``e1``.  The others repeat the first (``e < e1`` on entry), so
+    every load of a step can be issued unconditionally and all are in flight
+    before the first is used.
+    """
+    _, _, e1, i0, w, step_e, step_i, carry = walk
+    first = e
+    n = 0
+    for u in range(UNROLL):
+        p[u] = first
+        if e < e1:
+            p[u] = e
+            n += 1
+        e, i = walk_next(e, i, i0, w, step_e, step_i, carry)
+    return e, i, n
+
+
+@cuda.jit(device=True)
+def gather(v, a, p):
+    """``v[u] = a[p[u]]`` in float64 for the ``UNROLL`` offsets of a step."""
+    for u in range(UNROLL):
+        v[u] = float64(a[p[u]])

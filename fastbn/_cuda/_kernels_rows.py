@@ -1,18 +1,18 @@
-"""Channel-contiguous kernels: ``x2`` is ``(R, C)`` ((N, C) and channels-last).
+"""Channel-contiguous kernels: ``x`` is an ``(R, C)`` array, flat ((N, C) and channels-last).
 
 One block per (column tile ``q``, row block ``j``).  A tile is ``tile``
 adjacent channels (a power of two up to a warp): thread ``t`` owns column
 ``t % tile`` and rows ``t // tile`` apart by ``T // tile``, so a warp reads
-whole row segments (coalesced).  The row blocks of ``rows_per_block`` rows are
-fixed by the shape; statistics kernels write one partial per (channel, row
-block), merged per channel by ``_kernels_common``.
+whole row segments (coalesced); that is a walk of ``_walks`` one element wide.
+The row blocks of ``rows_per_block`` rows are fixed by the shape; statistics
+kernels write one partial per (channel, row block), merged per channel by
+``_kernels_common``.
 """
 
 from numba import cuda, float64
 
-from .._backend_cpu import MASK_FROM_OUTPUT
-from ._device import (accumulate, block_reduce, input_grad_coefficients, input_grad_value,
-                      normalized, shifted_moments, store_partial, upstream_grad)
+from . import _walks
+from ._device import block_reduce, input_grad_coefficients, store_partial
 from ._jit import kernel
 
 
@@ -27,75 +27,58 @@ def _block_tile(R, rows_per_block, tile, nrb):
     return t, t // tile, cuda.blockDim.x // tile, q * tile + t % tile, j, r0, r1
 
 
+@cuda.jit(device=True)
+def _column_walk(C, lane, height, c, r0, r1):
+    """The walk of rows ``r0 + lane, r0 + lane + height, ...`` below ``r1`` of column ``c``."""
+    return (r0 + lane) * C + c, 0, r1 * C + c, 0, 1, height * C, 0, C - 1
+
+
 @kernel
-def moment_partials(x2, rows_per_block, tile, part):
+def moment_partials(x, R, C, rows_per_block, tile, part):
     """``part[c, j] = (count, mean, m2)`` of row block ``j`` of channel ``c``."""
     sh = cuda.shared.array(0, float64)
-    R, C = x2.shape
     t, lane, height, c, j, r0, r1 = _block_tile(R, rows_per_block, tile, part.shape[1])
-    n = shift = s1 = s2 = 0.0
+    n = mean = m2 = 0.0
     if c < C:
-        for r in range(r0 + lane, r1, height):
-            n, shift, s1, s2 = accumulate(n, shift, s1, s2, float64(x2[r, c]))
-    n, mean, m2 = shifted_moments(n, shift, s1, s2)
+        n, mean, m2 = _walks.moments(x, _column_walk(C, lane, height, c, r0, r1))
     n, mean, m2 = block_reduce(sh, t, lane, tile, height, True, n, mean, m2)
     if lane == 0 and c < C:
         store_partial(part, c, j, n, mean, m2)
 
 
 @kernel
-def normalize(x2, rows_per_block, tile, nrb, mean, invstd, weight, bias, res2, has_residual,
-              use_relu, y2):
+def normalize(x, R, C, rows_per_block, tile, nrb, mean, invstd, weight, bias, res, has_residual,
+              use_relu, y):
     """``y = act((x - mean) * invstd * weight + bias [+ residual])`` over one tile per block."""
-    R, C = x2.shape
-    t, lane, height, c, j, r0, r1 = _block_tile(R, rows_per_block, tile, nrb)
+    _, lane, height, c, _, r0, r1 = _block_tile(R, rows_per_block, tile, nrb)
     if c < C:
-        m = mean[c]
-        k = invstd[c] * weight[c]
-        b = bias[c]
-        for r in range(r0 + lane, r1, height):
-            v = float64(res2[r, c]) if has_residual else 0.0
-            y2[r, c] = normalized(float64(x2[r, c]), m, k, b, v, has_residual, use_relu)
+        _walks.normalize(x, res, y, _column_walk(C, lane, height, c, r0, r1), mean[c],
+                         invstd[c] * weight[c], bias[c], has_residual, use_relu)
 
 
 @kernel
-def grad_partials(dy2, x2, y2, rows_per_block, tile, mean, invstd, weight, bias, mask_mode, part):
+def grad_partials(dy, x, y, R, C, rows_per_block, tile, mean, invstd, weight, bias, mask_mode,
+                  part):
     """``part[c, j] = (sum g, sum g * (x - mean), 0)`` of row block ``j``."""
     sh = cuda.shared.array(0, float64)
-    R, C = x2.shape
     t, lane, height, c, j, r0, r1 = _block_tile(R, rows_per_block, tile, part.shape[1])
     sg = sgx = 0.0
     if c < C:
-        m = mean[c]
-        k = invstd[c] * weight[c]
-        b = bias[c]
-        for r in range(r0 + lane, r1, height):
-            xv = float64(x2[r, c])
-            yv = float64(y2[r, c]) if mask_mode == MASK_FROM_OUTPUT else 0.0
-            g = upstream_grad(float64(dy2[r, c]), xv, yv, m, k, b, mask_mode, 0.0)
-            sg += g
-            sgx += g * (xv - m)
+        sg, sgx = _walks.grad_sums(dy, x, y, _column_walk(C, lane, height, c, r0, r1), mean[c],
+                                   invstd[c] * weight[c], bias[c], mask_mode)
     sg, sgx, _ = block_reduce(sh, t, lane, tile, height, False, sg, sgx, 0.0)
     if lane == 0 and c < C:
         store_partial(part, c, j, sg, sgx, 0.0)
 
 
 @kernel
-def input_grad(dy2, x2, y2, rows_per_block, tile, nrb, mean, invstd, weight, bias, mask_mode,
-               sum_g, sum_gx, count, batch_stats, dx2, dres2, has_dres):
-    """dx (and the activation-masked dy into ``dres2``) over one tile per block."""
-    R, C = x2.shape
-    t, lane, height, c, j, r0, r1 = _block_tile(R, rows_per_block, tile, nrb)
+def input_grad(dy, x, y, R, C, rows_per_block, tile, nrb, mean, invstd, weight, bias, mask_mode,
+               sum_g, sum_gx, count, batch_stats, dx, dres, has_dres):
+    """dx (and the activation-masked dy into ``dres``) over one tile per block."""
+    _, lane, height, c, _, r0, r1 = _block_tile(R, rows_per_block, tile, nrb)
     if c < C:
-        m = mean[c]
-        k = invstd[c] * weight[c]
-        b = bias[c]
-        scale, slope, offset = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c],
-                                                        count, batch_stats, 0.0)
-        for r in range(r0 + lane, r1, height):
-            xv = float64(x2[r, c])
-            yv = float64(y2[r, c]) if mask_mode == MASK_FROM_OUTPUT else 0.0
-            g = upstream_grad(float64(dy2[r, c]), xv, yv, m, k, b, mask_mode, 0.0)
-            if has_dres:
-                dres2[r, c] = g
-            dx2[r, c] = input_grad_value(g, xv, m, scale, slope, offset, batch_stats)
+        coefficients = input_grad_coefficients(sum_g[c], sum_gx[c], invstd[c], weight[c], count,
+                                               batch_stats, 0.0)
+        _walks.input_grad(dy, x, y, _column_walk(C, lane, height, c, r0, r1), mean[c],
+                          invstd[c] * weight[c], bias[c], mask_mode, coefficients, batch_stats,
+                          dx, dres, has_dres)

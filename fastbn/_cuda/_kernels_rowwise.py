@@ -132,7 +132,7 @@ def normalize_span(x, y, i0, i1, mean, invstd, weight, bias, base, inner):
         ch = base + s
         y[i] = (float64(x[i]) - mean) * (invstd * weight[ch]) + bias[ch]
         i += T
-        s, off = walk_next(s, off, 0, inner, step_s, step_off)
+        s, off = walk_next(s, off, 0, inner, step_s, step_off, 1)
 
 
 @cuda.jit(device=True)
@@ -147,7 +147,7 @@ def input_grad_span(dy, x, dx, i0, i1, mean, coefficients, weight, base, inner, 
         g = float64(dy[i]) * weight[base + s]
         dx[i] = input_grad_value(g, float64(x[i]), mean, scale, slope, offset, batch_stats)
         i += T
-        s, off = walk_next(s, off, 0, inner, step_s, step_off)
+        s, off = walk_next(s, off, 0, inner, step_s, step_off, 1)
 
 
 @cuda.jit(device=True)

@@ -15,6 +15,7 @@ below runs in the simulator tests too; only allocation and transfers differ.
 
 import functools
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -109,7 +110,7 @@ class _Allocation:
 
     __slots__ = ("ptr", "__weakref__")
 
-    def __init__(self, nbytes):
+    def __init__(self, nbytes, context):
         cu = driver()
         err, ptr = cu.cuMemAllocAsync(nbytes, 0)
         if err != cu.CUresult.CUDA_SUCCESS:
@@ -117,8 +118,30 @@ class _Allocation:
                 raise MemoryError(f"CUDA out of memory allocating {nbytes} bytes")
             raise RuntimeError(f"cuMemAllocAsync({nbytes}) failed: {err.name}")
         self.ptr = int(ptr)
-        free = weakref.finalize(self, cu.cuMemFreeAsync, ptr, 0)
+        free = weakref.finalize(self, _free, ptr, context)
         free.atexit = False  # the context may be gone at exit; the driver frees it all then
+
+
+def _free(ptr, context):
+    """Return ``ptr`` to its pool, from whichever thread drops the last view of it.
+
+    The garbage collector can run this in a thread where another context, or
+    none, is current (a worker that never used the GPU); the default stream
+    then belongs to no context and the free would fail, leaking the memory.
+    So the allocating context is made current for the call.
+    """
+    cu = driver()
+    switch = int(cu.cuCtxGetCurrent()[1]) != int(context)
+    if switch:
+        cu.cuCtxPushCurrent(context)
+    try:
+        err, = cu.cuMemFreeAsync(ptr, 0)
+    finally:
+        if switch:
+            cu.cuCtxPopCurrent()
+    if err != cu.CUresult.CUDA_SUCCESS:
+        warnings.warn(f"fastbn: cuMemFreeAsync failed ({err.name}); device memory leaked",
+                      ResourceWarning, stacklevel=1)
 
 
 def simulated():
@@ -162,8 +185,7 @@ def empty(shape, dtype):
         return DeviceArray(owner.ctypes.data, shape, strides, dtype, owner, True)
     if nbytes == 0:
         return DeviceArray(0, shape, strides, dtype, None, True)
-    ensure_context()
-    owner = _Allocation(nbytes)
+    owner = _Allocation(nbytes, ensure_context().handle)
     return DeviceArray(owner.ptr, shape, strides, dtype, owner, True)
 
 

@@ -113,8 +113,9 @@ def _rows_tiles(R, C):
     return rows_per_block, tile, nrb, -(-C // tile) * nrb
 
 
-def _rows(a3):
-    return a3.reshape(a3.shape[0], a3.shape[1])
+def _flat(a):
+    """``a`` (C-contiguous) flat: the walk kernels index it by offset, given its dimensions."""
+    return a.reshape(a.size)
 
 
 def _merge(part, moments, eps=None):
@@ -134,11 +135,11 @@ def _moment_partials(x3):
     if I == 1:
         rows_per_block, tile, nrb, blocks = _rows_tiles(O, C)
         part = empty((C, nrb, 3))
-        _launch(rows.moment_partials, blocks, _rows(x3), rows_per_block, tile, part)
+        _launch(rows.moment_partials, blocks, _flat(x3), O, C, rows_per_block, tile, part)
     else:
         group, width, nsub, nch = _runs_chunks(O, I)
         part = empty((C, nch, 3))
-        _launch(runs.moment_partials, C * nch, x3, group, width, nsub, part)
+        _launch(runs.moment_partials, C * nch, _flat(x3), O, C, I, group, width, nsub, part)
     return part
 
 
@@ -159,15 +160,15 @@ def normalize(x3, mean, invstd, weight, bias, res3, use_relu, y3):
     """``y3 = act((x3 - mean) * invstd * weight + bias [+ res3])``."""
     O, C, I = x3.shape
     has_res = res3 is not None
-    res3 = res3 if has_res else x3
+    x, res, y = _flat(x3), _flat(res3 if has_res else x3), _flat(y3)
     if I == 1:
         rows_per_block, tile, nrb, blocks = _rows_tiles(O, C)
-        _launch(rows.normalize, blocks, _rows(x3), rows_per_block, tile, nrb, mean, invstd, weight,
-                bias, _rows(res3), has_res, use_relu, _rows(y3))
+        _launch(rows.normalize, blocks, x, O, C, rows_per_block, tile, nrb, mean, invstd, weight,
+                bias, res, has_res, use_relu, y)
     else:
         group, width, nsub, nch = _runs_chunks(O, I)
-        _launch(runs.normalize, C * nch, x3, group, width, nsub, nch, mean, invstd, weight, bias,
-                res3, has_res, use_relu, y3)
+        _launch(runs.normalize, C * nch, x, O, C, I, group, width, nsub, nch, mean, invstd, weight,
+                bias, res, has_res, use_relu, y)
 
 
 def train_forward(x3, weight, bias, eps, res3, use_relu, y3):
@@ -185,17 +186,17 @@ def grad_sums(dy3, x3, y3, mean, invstd, weight, bias, mask_mode):
     array of the shape stands in otherwise.
     """
     O, C, I = x3.shape
-    y3 = x3 if y3 is None else y3
+    dy, x, y = _flat(dy3), _flat(x3), _flat(x3 if y3 is None else y3)
     if I == 1:
         rows_per_block, tile, nrb, blocks = _rows_tiles(O, C)
         part = empty((C, nrb, 3))
-        _launch(rows.grad_partials, blocks, _rows(dy3), _rows(x3), _rows(y3), rows_per_block, tile,
-                mean, invstd, weight, bias, mask_mode, part)
+        _launch(rows.grad_partials, blocks, dy, x, y, O, C, rows_per_block, tile, mean, invstd,
+                weight, bias, mask_mode, part)
     else:
         group, width, nsub, nch = _runs_chunks(O, I)
         part = empty((C, nch, 3))
-        _launch(runs.grad_partials, C * nch, dy3, x3, y3, group, width, nsub, mean, invstd, weight,
-                bias, mask_mode, part)
+        _launch(runs.grad_partials, C * nch, dy, x, y, O, C, I, group, width, nsub, mean, invstd,
+                weight, bias, mask_mode, part)
     out = _merge(part, False)
     return out[0], out[1]
 
@@ -204,20 +205,20 @@ def input_grad(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx
                batch_stats, dx3, dres3):
     """dx from gradient sums over ``count`` elements per channel (all ranks' for sync BN)."""
     O, C, I = x3.shape
-    y3 = x3 if y3 is None else y3
+    dy, x, y, dx = _flat(dy3), _flat(x3), _flat(x3 if y3 is None else y3), _flat(dx3)
     has_dres = dres3 is not None
-    dres3 = dres3 if has_dres else dx3
+    dres = _flat(dres3) if has_dres else dx
     sum_g, sum_gx = device_vector(sum_g), device_vector(sum_gx)
     if I == 1:
         rows_per_block, tile, nrb, blocks = _rows_tiles(O, C)
-        _launch(rows.input_grad, blocks, _rows(dy3), _rows(x3), _rows(y3), rows_per_block, tile,
-                nrb, mean, invstd, weight, bias, mask_mode, sum_g, sum_gx, float(count),
-                bool(batch_stats), _rows(dx3), _rows(dres3), has_dres)
+        _launch(rows.input_grad, blocks, dy, x, y, O, C, rows_per_block, tile, nrb, mean, invstd,
+                weight, bias, mask_mode, sum_g, sum_gx, float(count), bool(batch_stats), dx, dres,
+                has_dres)
     else:
         group, width, nsub, nch = _runs_chunks(O, I)
-        _launch(runs.input_grad, C * nch, dy3, x3, y3, group, width, nsub, nch, mean, invstd,
-                weight, bias, mask_mode, sum_g, sum_gx, float(count), bool(batch_stats), dx3,
-                dres3, has_dres)
+        _launch(runs.input_grad, C * nch, dy, x, y, O, C, I, group, width, nsub, nch, mean,
+                invstd, weight, bias, mask_mode, sum_g, sum_gx, float(count), bool(batch_stats),
+                dx, dres, has_dres)
 
 
 def backward(dy3, x3, y3, mean, invstd, weight, bias, mask_mode, batch_stats, dx3, dres3):
