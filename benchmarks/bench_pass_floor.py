@@ -30,8 +30,8 @@ import argparse
 
 import numba
 import numpy as np
-from bench_training_step import CASES, case_inputs, make_fastbn, make_torch, pinned_torch
-from bench_training_step import time_interleaved
+from bench_training_step import (CASES, case_inputs, make_fastbn, make_torch, pinned_torch,
+                                 time_interleaved)
 from numba import njit, prange
 
 import fastbn
