@@ -23,6 +23,7 @@ from numba.core import types
 from numba.np.numpy_support import from_dtype
 
 from . import devarray
+from .arrays import numba_view
 from .devarray import DeviceArray
 
 #: Compiled launch targets by (kernel, device id, signature key).
@@ -126,8 +127,6 @@ def _flatten(args):
 
 def _simulate(kernel, blocks, threads, shared_bytes, args):
     """The simulator's launch: device arrays become simulated arrays over the same memory."""
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-    sim_args = [FakeCUDAArray(devarray.host_view(a)) if type(a) is DeviceArray else a
-                for a in args]
+    sim_args = [numba_view(a) if type(a) is DeviceArray else a for a in args]
     if blocks:
         kernel[blocks, threads, 0, shared_bytes](*sim_args)
