@@ -164,7 +164,10 @@ def write_pass(x, dy, a, b, out, grad, nontemporal):
 
 
 def floor_step(x, dy, y, dx, nontemporal, wide):
-    """The four passes of a training step, minimal arithmetic; returns a checksum."""
+    """The four passes of a training step, minimal arithmetic; returns a checksum.
+
+    ``wide``: the reductions accumulate in float64 (the float64 floor).
+    """
     a = read_pass(x, dy, False, wide)                     # forward: read x
     write_pass(x, dy, a, a, y, False, nontemporal)        # read x, write y
     b = read_pass(x, dy, True, wide)                      # backward: read x and dy
