@@ -48,6 +48,7 @@ from bench_training_step import (CASES, case_inputs, make_fastbn, make_torch, pi
 from numba import njit, prange
 
 import fastbn
+from fastbn._cpu import driver
 from fastbn._cpu._jit import device
 from fastbn._cpu._nontemporal import run_writer, store_fence
 
@@ -183,8 +184,6 @@ def make_floor(x, dy, nontemporal, wide=False):
 
 def _phase_contenders(x, dy):
     """Each pass of fastbn's row kernels and of the two floors, on channel-contiguous ``x``."""
-    from fastbn._cpu import driver
-
     x3, dy3 = (a.reshape(-1, a.shape[-1], 1) for a in (x, dy))
     y3, dx3 = np.empty_like(x3), np.empty_like(x3)
     C, count = x3.shape[1], x3.shape[0]
